@@ -1,0 +1,42 @@
+# The two commands (`make demo`, `make test`) set everything up themselves on a fresh machine.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+OUT    ?= demo_out
+
+export MLFLOW_DISABLE_TELEMETRY := true
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export DVC_NO_ANALYTICS := 1
+export TORCH_EXTENSIONS_DIR := $(CURDIR)/.torch_extensions
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-fast bench lint lock
+
+# ONE pip command resolves every dependency together (a separate kserve[storage] install breaks
+# dvc-s3's botocore pin); constraints.txt pins the resolved set.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/interactavatar demo --out $(OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not integration and not slow"
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run --out BENCHMARKS.md
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+# Regenerate constraints.txt from the current environment after changing pyproject.toml.
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt

@@ -1,0 +1,230 @@
+"""Model configuration: dataclasses, the named size presets, and YAML round-trips.
+
+A preset fixes everything the weights depend on (stream sizes, VAE, encoders, resolutions),
+so that a model directory's `config.yaml` alone rebuilds the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class StreamConfig:
+    """One Wan-style DiT stream (PIM or AIM); the two are isomorphic, layer for layer."""
+
+    dim: int
+    num_layers: int
+    num_heads: int
+    ffn_dim: int
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    freq_dim: int = 256
+    eps: float = 1e-6
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+
+@dataclass
+class VAEConfig:
+    """Causal 3D conv VAE shared by video, motion video and reference image."""
+
+    latent_channels: int = 48
+    base_channels: int = 128
+    channel_multipliers: tuple[int, ...] = (1, 2, 4, 4)
+    # Downsampling stages (between multiplier levels) that also halve time; 1+4k frames -> 1+k.
+    temporal_downsample_levels: tuple[int, ...] = (1, 2)
+    # Pixel patchify before the first conv (as in Wan2.2's VAE): a cheap first 2x of space.
+    patch_size: int = 2
+    latent_mean: float = 0.0
+    latent_std: float = 1.0
+
+    @property
+    def spatial_compression(self) -> int:
+        return self.patch_size * 2 ** (len(self.channel_multipliers) - 1)
+
+    @property
+    def temporal_compression(self) -> int:
+        return 2 ** len(self.temporal_downsample_levels)
+
+
+@dataclass
+class TextConfig:
+    """Frozen text encoder. kind: "t5" (umT5 from `path`), "minilm" (the packaged
+    all-MiniLM-L6-v2), or "random" (a tiny random T5 for tests, saved into the model dir)."""
+
+    kind: str = "t5"
+    path: str | None = None
+    dim: int = 4096
+    max_tokens: int = 512
+
+
+@dataclass
+class AudioConfig:
+    """Frozen wav2vec2 encoder and the MultiTalk-style projection to per-latent-frame tokens.
+    kind: "wav2vec2" (from `path`) or "random" (a tiny random wav2vec2, saved into the model dir)."""
+
+    kind: str = "wav2vec2"
+    path: str | None = None
+    num_layers: int = 12
+    feature_dim: int = 768
+    window: int = 5
+    tokens_per_frame: int = 32
+    projection_dim: int = 512
+    sample_rate: int = 16000
+    fps: int = 25
+
+    @property
+    def later_window(self) -> int:
+        """Features a later latent frame sees: half-windows at its two ends plus the centre of
+        each inner video frame (MultiTalk), 8 for a 5-frame window and 4x temporal compression."""
+        half = self.window // 2
+        return 2 * (half + 1) + 2
+
+
+@dataclass
+class SamplerConfig:
+    steps: int = 40
+    shift: float = 5.0
+    text_scale: float = 5.0
+    audio_scale: float = 7.5
+
+
+@dataclass
+class InteractAvatarConfig:
+    name: str
+    pim: StreamConfig
+    aim: StreamConfig
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    video_size: tuple[int, int] = (704, 1280)  # (height, width)
+    motion_size: tuple[int, int] = (256, 448)
+    num_frames: int = 81
+    # How PIM reaches AIM: "residual" (per-block residuals, the paper), "last" (the last block's
+    # residual only) or "add" (PIM hidden states added as they are): switches for the ablations.
+    injection: str = "residual"
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pim.num_layers != self.aim.num_layers:
+            raise ValueError("config: pim.num_layers and aim.num_layers must match (the aligner pairs blocks)")
+        if (self.num_frames - 1) % self.vae.temporal_compression:
+            raise ValueError(f"config: num_frames={self.num_frames} is not 1+{self.vae.temporal_compression}k")
+        if self.injection not in ("residual", "last", "add"):
+            raise ValueError(f"config: injection={self.injection!r}, expected residual, last or add")
+        for name, (h, w) in (("video_size", self.video_size), ("motion_size", self.motion_size)):
+            step = self.vae.spatial_compression * self.aim.patch_size[1]
+            if h % step or w % step:
+                raise ValueError(f"config: {name}={h}x{w} is not a multiple of {step}")
+
+    @property
+    def latent_frames(self) -> int:
+        return 1 + (self.num_frames - 1) // self.vae.temporal_compression
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InteractAvatarConfig:
+        parts = {
+            "pim": StreamConfig, "aim": StreamConfig, "vae": VAEConfig,
+            "text": TextConfig, "audio": AudioConfig, "sampler": SamplerConfig,
+        }
+        kwargs = dict(data)
+        for key, part in parts.items():
+            if key in kwargs:
+                kwargs[key] = _build(part, kwargs[key], key)
+        return _build(cls, kwargs, "config")
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> InteractAvatarConfig:
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of config fields")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from err
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**values)
+
+
+def _tiny() -> InteractAvatarConfig:
+    stream = StreamConfig(dim=32, num_layers=2, num_heads=2, ffn_dim=64, freq_dim=32)
+    return InteractAvatarConfig(
+        name="tiny",
+        pim=stream,
+        aim=dataclasses.replace(stream),
+        vae=VAEConfig(latent_channels=4, base_channels=8, channel_multipliers=(1, 2, 2),
+                      temporal_downsample_levels=(0, 1), patch_size=2),
+        text=TextConfig(kind="random", dim=32, max_tokens=16),
+        audio=AudioConfig(kind="random", num_layers=2, feature_dim=16, tokens_per_frame=4, projection_dim=32),
+        sampler=SamplerConfig(steps=4),
+        video_size=(64, 64),
+        motion_size=(32, 32),
+        num_frames=5,
+    )
+
+
+def _demo() -> InteractAvatarConfig:
+    # A few hundred tokens per stream, so that minutes on two CPU cores learn grounding.
+    return InteractAvatarConfig(
+        name="demo",
+        pim=StreamConfig(dim=128, num_layers=4, num_heads=4, ffn_dim=384, freq_dim=64),
+        aim=StreamConfig(dim=128, num_layers=4, num_heads=4, ffn_dim=384, freq_dim=64),
+        vae=VAEConfig(latent_channels=16, base_channels=16, channel_multipliers=(1, 2, 4),
+                      temporal_downsample_levels=(0, 1), patch_size=2),
+        text=TextConfig(kind="minilm", dim=384, max_tokens=32),
+        audio=AudioConfig(kind="random", num_layers=4, feature_dim=64, tokens_per_frame=8, projection_dim=128),
+        sampler=SamplerConfig(steps=20),
+        video_size=(128, 128),
+        motion_size=(64, 64),
+        num_frames=17,
+    )
+
+
+def _paper() -> InteractAvatarConfig:
+    stream = StreamConfig(dim=3072, num_layers=30, num_heads=24, ffn_dim=14336)
+    return InteractAvatarConfig(
+        name="paper",
+        pim=stream,
+        aim=dataclasses.replace(stream),
+        vae=VAEConfig(latent_channels=48, base_channels=160, channel_multipliers=(1, 2, 4, 4),
+                      temporal_downsample_levels=(1, 2), patch_size=2),
+        text=TextConfig(kind="t5", dim=4096, max_tokens=512),
+        audio=AudioConfig(kind="wav2vec2"),
+        video_size=(704, 1280),
+        motion_size=(256, 448),
+        num_frames=81,
+    )
+
+
+PRESETS = {"tiny": _tiny, "demo": _demo, "paper": _paper}
+
+
+def preset(name: str) -> InteractAvatarConfig:
+    """A fresh config for a named size: "tiny" (unit tests), "demo" (CPU main job), "paper"."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()
