@@ -113,6 +113,14 @@ def _guide(velocity: torch.Tensor, passes: int, text_scale: float, audio_scale: 
     return unconditional + text_scale * (conditional - no_text) + audio_scale * (no_text - unconditional)
 
 
+def _repeat_for_passes(latents, reference, passes: int, timestep: float) -> Noisy | None:
+    """The current latents once per guidance pass, every frame at `timestep`."""
+    if latents is None:
+        return None
+    timesteps = torch.full((latents.shape[0] * passes, latents.shape[2]), timestep, device=latents.device)
+    return Noisy(torch.cat([latents] * passes), reference, timesteps)
+
+
 @torch.no_grad()
 def sample(
     model: InteractAvatar,
@@ -160,18 +168,11 @@ def sample(
     for step in range(steps):
         sigma, next_sigma = sigmas[step], sigmas[step + 1]
 
-        def stream(latents, reference, clean=False):
-            if latents is None:
-                return None
-            timesteps = torch.full((latents.shape[0] * passes, latents.shape[2]), 0.0 if clean else 1000 * sigma,
-                                   device=latents.device)
-            return Noisy(torch.cat([latents] * passes), reference, timesteps)
-
         video_velocity, motion_velocity = model(
             batched.text,
             batched.text_mask,
-            video=stream(video, batched.video_reference),
-            motion=stream(motion, batched.motion_reference, clean=mode == "pose"),
+            video=_repeat_for_passes(video, batched.video_reference, passes, 1000 * sigma),
+            motion=_repeat_for_passes(motion, batched.motion_reference, passes, 0.0 if mode == "pose" else 1000 * sigma),
             audio_windows=batched.audio_windows,
             face_mask=batched.face_mask,
         )
