@@ -168,11 +168,14 @@ EOF
     )
 }
 
-stop_group() {  # pid file name
+signal_group() {  # pid file signal
+    is_running "$1" && kill "-$2" -- "-$(cat "$1")" 2>/dev/null || true
+}
+
+wait_group() {  # pid file name: wait for the group to exit, killing it after 20 s
     is_running "$1" || { rm -f "$1"; return 0; }
     local pid deadline
     pid="$(cat "$1")"
-    kill -TERM -- "-$pid" 2>/dev/null || true
     deadline=$((SECONDS + 20))
     while kill -0 -- "-$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
     if kill -0 -- "-$pid" 2>/dev/null; then
@@ -204,8 +207,11 @@ cmd_start() {
 }
 
 cmd_stop() {
-    stop_group "$mlflow_pid_file" mlflow
-    stop_group "$weed_pid_file" weed
+    # Both shut down gracefully at once: each takes seconds.
+    signal_group "$mlflow_pid_file" TERM
+    signal_group "$weed_pid_file" TERM
+    wait_group "$mlflow_pid_file" mlflow
+    wait_group "$weed_pid_file" weed
     # weed removes its sockets on a clean exit only; these are the ones this stack's ports named.
     if [[ -f "$weed_ports_file" ]]; then
         local port
