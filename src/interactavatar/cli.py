@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = (
     "interactavatar.model.commands",
     "interactavatar.data.commands",
+    "interactavatar.train.commands",
     "interactavatar.demo",
 )
 

@@ -38,24 +38,37 @@ class ModelBundle:
 
 
 def build_bundle(cfg: InteractAvatarConfig, seed: int = 0) -> ModelBundle:
-    """A randomly initialised model (text encoder pretrained when the config names one)."""
+    """A randomly initialised model (text encoder pretrained when the config names one). Random
+    stand-in encoders are seeded apart from `seed`: every stage of a training run must see the
+    same frozen features."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model, vae = InteractAvatar(cfg), CausalVAE(cfg.vae)
     return ModelBundle(
-        cfg, model, vae, TextEncoder.from_config(cfg.text, seed=seed), AudioEncoder.from_config(cfg.audio, seed=seed)
+        cfg, model, vae, TextEncoder.from_config(cfg.text), AudioEncoder.from_config(cfg.audio)
     )
 
 
-def save_bundle(bundle: ModelBundle, directory: str | Path, vae_directory: str | Path | None = None) -> Path:
-    """Write the whole model directory atomically (a failure leaves the old one intact)."""
+def write_model_files(bundle: ModelBundle, directory: str | Path) -> None:
+    """Write the model's entries into `directory` (which may hold other things, such as a training
+    stage's checkpoints), each replaced atomically; config.yaml goes last, so a directory with a
+    config always has the weights that belong to it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.yaml").unlink(missing_ok=True)
+    with atomic_directory(directory / "vae") as staging:
+        bundle.vae.save_pretrained(staging)
+    for kind, name, encoder in (("text", "text_encoder", bundle.text_encoder), ("audio", "audio_encoder", bundle.audio_encoder)):
+        if getattr(bundle.cfg, kind).kind == "random":
+            with atomic_directory(directory / name) as staging:
+                encoder.save(staging)
+    save_config_and_weights(directory, bundle.cfg, bundle.model.state_dict())
+
+
+def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
+    """Write a whole model directory atomically (a failure leaves the old one intact)."""
     with atomic_directory(directory) as staging:
-        save_config_and_weights(staging, bundle.cfg, bundle.model.state_dict())
-        bundle.vae.save_pretrained(staging / "vae")
-        if bundle.cfg.text.kind == "random":
-            bundle.text_encoder.save(staging / "text_encoder")
-        if bundle.cfg.audio.kind == "random":
-            bundle.audio_encoder.save(staging / "audio_encoder")
+        write_model_files(bundle, staging)
     return Path(directory)
 
 

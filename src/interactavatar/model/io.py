@@ -48,15 +48,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def save_config_and_weights(directory: str | Path, cfg, state_dict: dict[str, torch.Tensor]) -> None:
-    """Write `config.yaml` and `model.safetensors` into `directory` (created if needed)."""
+    """Write `model.safetensors`, then `config.yaml`, into `directory` (created if needed)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(directory / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False).encode())
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in state_dict.items()}
     fd, temporary = tempfile.mkstemp(prefix=".model.tmp-", suffix=".safetensors", dir=directory)
     os.close(fd)
     save_file(tensors, temporary)
     os.replace(temporary, directory / "model.safetensors")
+    atomic_write_bytes(directory / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False).encode())
 
 
 def load_dataclass(cls, path: str | Path):

@@ -1,0 +1,98 @@
+"""DeepSpeed for every stage: ZeRO (2 by default), bf16 on GPU and fp32 on CPU, gradient clipping,
+accumulation. One process on a CPU; `torchrun --nproc-per-node N` on a GPU node.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class EngineConfig:
+    micro_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    zero_stage: int = 2
+    gradient_clipping: float = 1.5  # the release's value
+
+    def deepspeed_config(self, use_bf16: bool) -> dict:
+        return {
+            "train_micro_batch_size_per_gpu": self.micro_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "gradient_clipping": self.gradient_clipping,
+            "optimizer": {
+                "type": "AdamW",
+                # torch's AdamW: DeepSpeed's fused Adam would JIT-compile a CUDA/C++ op first.
+                "params": {"lr": self.learning_rate, "betas": list(self.betas), "eps": 1e-8,
+                           "weight_decay": self.weight_decay, "torch_adam": True},
+            },
+            "scheduler": {
+                "type": "WarmupLR",
+                "params": {"warmup_min_lr": 0.0, "warmup_max_lr": self.learning_rate,
+                           "warmup_num_steps": max(self.warmup_steps, 1), "warmup_type": "linear"},
+            },
+            "zero_optimization": {"stage": self.zero_stage},
+            "bf16": {"enabled": use_bf16},
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 10**9,
+            "wall_clock_breakdown": False,
+        }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def init_distributed() -> None:
+    """Bring up torch.distributed for DeepSpeed, without a launcher when there is none."""
+    import deepspeed
+
+    if torch.distributed.is_initialized():
+        return
+    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    if not torch.cuda.is_available():
+        # DeepSpeed JIT-compiles a shared-memory all-reduce for CPU ranks (40+ s of g++) even for
+        # one process; gloo does the job. The module must be imported by path: the package
+        # attribute `deepspeed.comm.torch` is the torch module itself.
+        importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
+def device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def create_engine(module: nn.Module, cfg: EngineConfig):
+    """Wrap the trainable module (frozen parameters are left out of the optimizer)."""
+    import deepspeed
+
+    init_distributed()
+    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    module.to(device())
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    engine, _, _, _ = deepspeed.initialize(
+        model=module, model_parameters=trainable, config=cfg.deepspeed_config(use_bf16)
+    )
+    return engine
+
+
+def shutdown() -> None:
+    """Barrier, then tear down: without it gloo ranks sometimes abort at exit after training."""
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,125 @@
+"""What each stage minimises. Each objective is the module DeepSpeed wraps: it owns the trainable
+network and returns {"loss": scalar, ...metrics} for a batch of cached features.
+
+Every random draw of a step (timesteps, noise, condition dropout, curriculum task) comes from the
+step's own generator, so a step's batch and noise depend only on (seed, step): a resumed run
+repeats exactly what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from interactavatar.flow import add_noise, flow_loss, null_text, sample_training_sigmas
+from interactavatar.model import InteractAvatar
+from interactavatar.model.vae import CausalVAE
+from interactavatar.train.curriculum import Curriculum, task_latents
+
+
+def _randn_like(tensor: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(tensor.shape, generator=generator).to(tensor.device, tensor.dtype)
+
+
+def _drop_text(batch: dict, probability: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace each sample's text by the null condition with `probability` (for text guidance)."""
+    text, mask = batch["text"], batch["text_mask"]
+    empty_text, empty_mask = null_text(text, mask)
+    drop = (torch.rand(text.shape[0], generator=generator) < probability).to(text.device)
+    return torch.where(drop[:, None, None], empty_text, text), torch.where(drop[:, None], empty_mask, mask)
+
+
+def _drop_audio(windows: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    keep = (torch.rand(windows.shape[0], generator=generator) >= probability).to(windows.device, windows.dtype)
+    return windows * keep.view(-1, *([1] * (windows.dim() - 1)))
+
+
+class VAEObjective(nn.Module):
+    """Reconstruction (L1) plus a small KL to a unit Gaussian, on videos and motion videos."""
+
+    def __init__(self, vae: CausalVAE, kl_weight: float = 1e-6):
+        super().__init__()
+        self.vae, self.kl_weight = vae, kl_weight
+
+    def forward(self, batch: dict, generator: torch.Generator) -> dict:
+        pixels = batch["pixels"]  # [B, 3, F, H, W] in [-1, 1]
+        mean, logvar = self.vae.encode_distribution(pixels)
+        latents = mean + torch.exp(0.5 * logvar) * _randn_like(mean, generator)
+        reconstruction = self.vae.decode((latents - self.vae.cfg.latent_mean) / self.vae.cfg.latent_std)
+        l1 = (reconstruction - pixels).abs().mean()
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+        return {"loss": l1 + self.kl_weight * kl, "l1": l1.detach(), "kl": kl.detach()}
+
+
+class PIMObjective(nn.Module):
+    """Stage 1: PIM alone on the detection / continuation / generation curriculum."""
+
+    def __init__(self, model: InteractAvatar, curriculum: Curriculum, shift: float, text_dropout: float = 0.1):
+        super().__init__()
+        self.pim = model.pim
+        self.curriculum, self.shift, self.text_dropout = curriculum, shift, text_dropout
+
+    def forward(self, batch: dict, generator: torch.Generator) -> dict:
+        task = self.curriculum.task(generator)
+        latents, clean_frames = task_latents(task, batch["motion"])
+        sigmas = sample_training_sigmas(latents.shape[0], self.shift, generator).to(latents.device)
+        stream = add_noise(latents, batch["motion_reference"], sigmas, _randn_like(latents, generator), clean_frames)
+        text, mask = _drop_text(batch, self.text_dropout, generator)
+        loss = flow_loss(self.pim(*stream.noisy, text, mask), stream)
+        return {"loss": loss, f"loss_{task}": loss.detach()}
+
+
+class AudioObjective(nn.Module):
+    """Stage 2: AIM with audio and text, no motion (audio first keeps lip sync, see DESIGN.md)."""
+
+    def __init__(self, model: InteractAvatar, shift: float, text_dropout: float = 0.1, audio_dropout: float = 0.1):
+        super().__init__()
+        # AIM alone trains; PIM and the aligner stay frozen (and unused: no motion is given).
+        model.pim.requires_grad_(False)
+        model.aligner.requires_grad_(False)
+        self.model = model
+        self.shift, self.text_dropout, self.audio_dropout = shift, text_dropout, audio_dropout
+
+    def forward(self, batch: dict, generator: torch.Generator) -> dict:
+        video = batch["video"]
+        sigmas = sample_training_sigmas(video.shape[0], self.shift, generator).to(video.device)
+        stream = add_noise(video, batch["video_reference"], sigmas, _randn_like(video, generator))
+        text, mask = _drop_text(batch, self.text_dropout, generator)
+        audio = _drop_audio(batch["audio_windows"], self.audio_dropout, generator)
+        velocity, _ = self.model(text, mask, video=stream.noisy, audio_windows=audio, face_mask=batch["face_mask"])
+        loss = flow_loss(velocity, stream)
+        return {"loss": loss, "video_loss": loss.detach()}
+
+
+class JointObjective(nn.Module):
+    """Stage 3: both streams and the aligner. Both streams share a timestep, as in sampling; now
+    and then the motion is given clean (t=0) so the pose-driven mode is trained too."""
+
+    def __init__(self, model: InteractAvatar, shift: float, text_dropout: float = 0.1, audio_dropout: float = 0.1,
+                 clean_motion_probability: float = 0.1, motion_weight: float = 1.0):
+        super().__init__()
+        self.model = model
+        self.shift, self.text_dropout, self.audio_dropout = shift, text_dropout, audio_dropout
+        self.clean_motion_probability, self.motion_weight = clean_motion_probability, motion_weight
+
+    def forward(self, batch: dict, generator: torch.Generator) -> dict:
+        video, motion = batch["video"], batch["motion"]
+        sigmas = sample_training_sigmas(video.shape[0], self.shift, generator).to(video.device)
+        video_stream = add_noise(video, batch["video_reference"], sigmas, _randn_like(video, generator))
+        pose_driven = torch.rand((), generator=generator).item() < self.clean_motion_probability
+        clean_frames = motion.shape[2] if pose_driven else 0
+        motion_stream = add_noise(motion, batch["motion_reference"], sigmas, _randn_like(motion, generator), clean_frames)
+        text, mask = _drop_text(batch, self.text_dropout, generator)
+        audio = _drop_audio(batch["audio_windows"], self.audio_dropout, generator)
+        video_velocity, motion_velocity = self.model(
+            text, mask, video=video_stream.noisy, motion=motion_stream.noisy, audio_windows=audio,
+            face_mask=batch["face_mask"],
+        )
+        video_loss = flow_loss(video_velocity, video_stream)
+        metrics = {"video_loss": video_loss.detach()}
+        loss = video_loss
+        if not pose_driven:
+            motion_loss = flow_loss(motion_velocity, motion_stream)
+            loss = loss + self.motion_weight * motion_loss
+            metrics["motion_loss"] = motion_loss.detach()
+        return {"loss": loss, **metrics}
