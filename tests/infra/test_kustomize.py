@@ -11,7 +11,6 @@ import kserve
 import kubernetes.client
 import kubernetes_validate
 import pytest
-
 from k8s_manifests import KUSTOMIZATIONS, OVERLAYS, find, one
 
 # KServe >= 0.16 and Kubeflow Trainer 2.x need Kubernetes >= 1.32 (infra/README.md): the
