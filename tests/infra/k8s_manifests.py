@@ -13,7 +13,11 @@ OVERLAYS = [k for k in KUSTOMIZATIONS if k.startswith("overlays/")]
 
 def find_kubectl() -> str | None:
     """$KUBECTL, then PATH, then the running interpreter's bin folder (a wheel-installed kubectl)."""
-    candidates = [os.environ.get("KUBECTL"), shutil.which("kubectl"), str(Path(sys.prefix) / "bin" / "kubectl")]
+    candidates = [
+        os.environ.get("KUBECTL"),
+        shutil.which("kubectl"),
+        str(Path(sys.prefix) / "bin" / "kubectl"),
+    ]
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
 
 

@@ -15,7 +15,9 @@ DOCKERFILES = {
 
 def instructions(dockerfile: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
-    lines = [line for line in (REPO / dockerfile).read_text().splitlines() if not line.lstrip().startswith("#")]
+    lines = [
+        line for line in (REPO / dockerfile).read_text().splitlines() if not line.lstrip().startswith("#")
+    ]
     joined = re.sub(r"\\\n", " ", "\n".join(lines))
     pairs = []
     for line in joined.splitlines():
@@ -62,7 +64,9 @@ def test_runs_as_a_non_root_user_after_installing(dockerfile):
     users = [i for i, (word, _) in enumerate(steps) if word == "USER"]
     assert users, "no USER: the image would run as root"
     last_user = steps[users[-1]][1]
-    assert last_user not in {"0", "root"} and re.fullmatch(r"\d+", last_user), "a numeric uid lets runAsNonRoot verify it"
+    assert last_user not in {"0", "root"} and re.fullmatch(r"\d+", last_user), (
+        "a numeric uid lets runAsNonRoot verify it"
+    )
     pip_step = next(i for i, (word, args) in enumerate(steps) if "pip install" in args)
     assert users[-1] > pip_step
 
@@ -84,7 +88,11 @@ def test_manifests_use_the_images_these_dockerfiles_build(build):
     for dockerfile, image in DOCKERFILES.items():
         assert f"-t {image}:{expected[image]}" in (REPO / dockerfile).read_text()
     objects = build("overlays/gpu")
-    images = {c["image"] for o in objects for c in o.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])}
+    images = {
+        c["image"]
+        for o in objects
+        for c in o.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+    }
     images |= {c["image"] for o in find(objects, "ServingRuntime") for c in o["spec"]["containers"]}
     ours = {i for i in images if i.startswith("interactavatar/")}
     assert ours == {f"{image}:{tag}" for image, tag in expected.items()}

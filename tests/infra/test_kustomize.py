@@ -64,7 +64,9 @@ def _rebuild(value, type_name: str, path: str, unknown: list[str]):
     if match := re.fullmatch(r"dict\(str, (.+)\)", type_name):
         return {k: _rebuild(v, match[1], f"{path}.{k}", unknown) for k, v in value.items()}
     if type_name in {"str", "int", "bool", "float", "object", "datetime"}:
-        if type_name in {"str", "int", "bool"} and not isinstance(value, {"str": str, "int": int, "bool": bool}[type_name]):
+        if type_name in {"str", "int", "bool"} and not isinstance(
+            value, {"str": str, "int": int, "bool": bool}[type_name]
+        ):
             unknown.append(f"{path}: {value!r} is not {type_name}")
         return value
     klass = _model_class(type_name)
@@ -110,7 +112,9 @@ def test_inferenceservice_service_account_carries_the_s3_secret(build, overlay):
         <= set(s["metadata"].get("annotations", {}))
         and {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(s.get("data", {}))
     ]
-    assert len(s3_secrets) == 1, "the predictor's ServiceAccount needs one Secret with KServe's S3 annotations"
+    assert len(s3_secrets) == 1, (
+        "the predictor's ServiceAccount needs one Secret with KServe's S3 annotations"
+    )
     # The annotated endpoint is the MinIO Service these manifests deploy.
     endpoint = s3_secrets[0]["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"]
     host, port = endpoint.split(":")
@@ -125,7 +129,10 @@ def test_inferenceservice_service_account_carries_the_s3_secret(build, overlay):
 def test_inferenceservice_runs_on_the_project_runtime(build, overlay):
     objects = build(overlay)
     isvc = one(objects, *ISVC)
-    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] in {"RawDeployment", "Standard"}
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] in {
+        "RawDeployment",
+        "Standard",
+    }
     predictor = isvc["spec"]["predictor"]
     assert predictor["timeout"] >= 600, "generation takes minutes"
     runtime = one(objects, "ServingRuntime", predictor["model"]["runtime"], isvc["metadata"]["namespace"])
@@ -211,7 +218,11 @@ def test_every_reference_resolves_inside_the_build(build, overlay):
                 ref = env.get("valueFrom", {})
                 refs += [("Secret", ref["secretKeyRef"]["name"])] if "secretKeyRef" in ref else []
                 refs += [("ConfigMap", ref["configMapKeyRef"]["name"])] if "configMapKeyRef" in ref else []
-        refs += [("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"]) for v in pod.get("volumes", []) if "persistentVolumeClaim" in v]
+        refs += [
+            ("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"])
+            for v in pod.get("volumes", [])
+            if "persistentVolumeClaim" in v
+        ]
         dangling += [
             f"{owner['kind']} {owner['metadata']['name']} -> {kind} {name}"
             for kind, name in refs

@@ -114,7 +114,11 @@ def test_local_stack_starts_answers_and_stops_clean(stack):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)
-    busy = [p for p in internal_ports + [s3_port, mlflow_port] if not port_is_free(p) or not port_is_free(p + 10000)]
+    busy = [
+        p
+        for p in internal_ports + [s3_port, mlflow_port]
+        if not port_is_free(p) or not port_is_free(p + 10000)
+    ]
     assert not busy, f"ports still taken after stop: {busy}"
     assert not our_sockets([p + 10000 for p in internal_ports])
     assert not env_path.exists()

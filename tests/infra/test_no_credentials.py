@@ -55,7 +55,9 @@ def test_examples_hold_placeholders_only():
     for example in examples:
         for key, value in env_file(example).items():
             if is_secret_name(key):
-                assert value.startswith(PLACEHOLDER), f"{example.name}: {key} must be a {PLACEHOLDER}... placeholder"
+                assert value.startswith(PLACEHOLDER), (
+                    f"{example.name}: {key} must be a {PLACEHOLDER}... placeholder"
+                )
 
 
 def test_no_tracked_file_looks_like_a_credential():
