@@ -1,0 +1,1 @@
+"""Data: the clip format, the synthetic world, motion rendering, the training dataset, validation."""

@@ -1,0 +1,84 @@
+import json
+
+import numpy as np
+import pytest
+
+from interactavatar.data.schema import (
+    BODY_KEYPOINTS,
+    HAND_KEYPOINTS,
+    ClipMeta,
+    ManifestEntry,
+    ObjectBox,
+    atomic_path,
+    read_manifest,
+    read_meta,
+    write_manifest,
+    write_meta,
+)
+
+
+def _meta(frames: int = 2) -> ClipMeta:
+    return ClipMeta(
+        clip_id="c1", text="The man grasps the red cup on the left with his right hand.", fps=25.0,
+        num_frames=frames, width=64, height=48,
+        body=np.ones((frames, 18, 3)), left_hand=np.ones((frames, 21, 3)), right_hand=np.ones((frames, 21, 3)),
+        face=np.tile([1.0, 2.0, 10.0, 12.0], (frames, 1)),
+        objects=[[ObjectBox("red cup", 1, 2, 3, 4, target=True), ObjectBox("blue box", 5, 6, 7, 8)]] * frames,
+        split="train", extra={"action": "grasp"},
+    )
+
+
+def test_keypoint_orders_are_openpose():
+    assert len(BODY_KEYPOINTS) == 18 and BODY_KEYPOINTS[:2] == ("nose", "neck")
+    assert BODY_KEYPOINTS[14:] == ("right_eye", "left_eye", "right_ear", "left_ear")
+    assert len(HAND_KEYPOINTS) == 21 and HAND_KEYPOINTS[0] == "wrist" and HAND_KEYPOINTS[20] == "little_4"
+
+
+def test_meta_round_trip(tmp_path):
+    meta = _meta()
+    write_meta(tmp_path, meta)
+    back = read_meta(tmp_path)
+    assert back.to_dict() == meta.to_dict()
+    np.testing.assert_array_equal(back.target_boxes(), [[1, 2, 3, 4], [1, 2, 3, 4]])
+    assert not list(tmp_path.glob(".*tmp*")), "no temporary file left behind"
+
+
+def test_manifest_round_trip(tmp_path):
+    entries = [ManifestEntry("a", "a", "train"), ManifestEntry("b", "sub/b", None)]
+    write_manifest(tmp_path, entries)
+    assert read_manifest(tmp_path) == entries
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("text"), "field text is missing"),
+    (lambda d: d.update(fps="fast"), "field fps: expected int or float"),
+    (lambda d: d.update(body=[[[0, 0, 0]] * 17] * 2), "field body: shape [2, 17, 3]"),
+    (lambda d: d.update(objects=[[]]), "field objects: 1 frames"),
+    (lambda d: d["objects"][1][0].pop("label"), "objects[1][0]: field label is missing"),
+])
+def test_bad_meta_names_file_and_field(tmp_path, change, message):
+    data = _meta().to_dict()
+    change(data)
+    (tmp_path / "meta.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="meta.json") as err:
+        read_meta(tmp_path)
+    assert message in str(err.value)
+
+
+def test_manifest_errors_name_the_line(tmp_path):
+    (tmp_path / "manifest.jsonl").write_text('{"clip_id": "a", "path": "a"}\n{"clip_id": 3, "path": "b"}\n')
+    with pytest.raises(ValueError, match=r"manifest.jsonl:2: field clip_id"):
+        read_manifest(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no manifest"):
+        read_manifest(tmp_path / "missing")
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "x.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
