@@ -170,7 +170,7 @@ def _decode_joints(classes: np.ndarray, radius: float) -> np.ndarray:
     body = np.zeros((len(BODY_KEYPOINTS), 3))
     height, width = classes.shape
     pad = int(np.ceil(radius)) + 1
-    step = 0.25 if radius < 2 else 0.5  # sub-pixel where discs are small; big discs pin down well
+    step = 0.25
     for joint in range(len(BODY_KEYPOINTS)):
         ys, xs = np.nonzero(classes == JOINT_CLASS0 + joint)
         if len(xs) == 0:
