@@ -14,6 +14,7 @@ import av
 import av.codec.context
 import numpy as np
 import soundfile
+from av.video.reformatter import VideoReformatter
 from scipy.signal import resample_poly
 
 from interactavatar.data.schema import atomic_path
@@ -52,7 +53,9 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate)
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+            # One reformatter for the whole clip: building one per frame costs more than decoding.
+            reformatter = VideoReformatter()
+            frames = [reformatter.reformat(frame, format="rgb24").to_ndarray() for frame in container.decode(stream)]
     except (av.FFmpegError, IndexError) as err:
         raise ValueError(f"{path}: video does not decode: {err}") from err
     if not frames:

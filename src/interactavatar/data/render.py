@@ -251,8 +251,7 @@ def _paint(canvas: np.ndarray, shape, color: np.ndarray, a: np.ndarray, b: np.nd
                    min(a[0], b[0]) - reach, max(a[0], b[0]) + reach)
     if len(ys) == 0 or len(xs) == 0:
         return
-    px, py = np.meshgrid(xs.astype(np.float64), ys.astype(np.float64))
-    mask = shape(px, py, a, b, halfwidth)
+    mask = shape(xs.astype(np.float64)[None, :], ys.astype(np.float64)[:, None], a, b, halfwidth)
     canvas[ys[0]: ys[-1] + 1, xs[0]: xs[-1] + 1][mask] = color
 
 
@@ -260,7 +259,7 @@ def _segment_mask(px: np.ndarray, py: np.ndarray, a: np.ndarray, b: np.ndarray, 
     """Pixels within `halfwidth` of segment a-b (a disc when a == b)."""
     d = b - a
     length2 = float(d @ d)
-    t = np.zeros_like(px) if length2 == 0 else np.clip(((px - a[0]) * d[0] + (py - a[1]) * d[1]) / length2, 0, 1)
+    t = 0.0 if length2 == 0 else np.clip(((px - a[0]) * d[0] + (py - a[1]) * d[1]) / length2, 0, 1)
     return (px - a[0] - t * d[0]) ** 2 + (py - a[1] - t * d[1]) ** 2 <= halfwidth ** 2 + 1e-9
 
 

@@ -1,0 +1,229 @@
+"""The training dataset: clips resampled to a model config's frame count, rate and sizes.
+
+Every clip goes through one geometric transform (temporal resampling, centre crop to the target
+aspect, resize), applied alike to the video, the keypoints and the boxes; the motion video is then
+rendered from the transformed keypoints at the motion size, so motion and video always agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyloudnorm
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from interactavatar.config import InteractAvatarConfig
+from interactavatar.data.clipio import read_audio, read_video
+from interactavatar.data.render import render_clip
+from interactavatar.data.schema import ClipMeta, read_manifest, read_meta
+
+CURRICULUM_TASKS = ("detection", "continuation", "generation")
+TARGET_LUFS = -23.0
+SILENCE_LUFS = -70.0
+
+
+@dataclass(frozen=True)
+class Crop:
+    """Centre crop (x0, y0, width, height) of the source frame, then a resize to `size` (H, W)."""
+
+    x0: float
+    y0: float
+    width: float
+    height: float
+    size: tuple[int, int]
+
+    @classmethod
+    def centre(cls, source: tuple[int, int], size: tuple[int, int]) -> Crop:
+        (sh, sw), (h, w) = source, size
+        if sw * h > sh * w:
+            width = sh * w / h
+            return cls((sw - width) / 2, 0.0, width, float(sh), size)
+        height = sw * h / w
+        return cls(0.0, (sh - height) / 2, float(sw), height, size)
+
+    def points(self, points: np.ndarray) -> np.ndarray:
+        """[..., 3] keypoints (x, y, conf) -> target pixels; points cropped away get conf 0."""
+        out = points.astype(np.float64).copy()
+        out[..., 0] = (points[..., 0] - self.x0) * self.size[1] / self.width
+        out[..., 1] = (points[..., 1] - self.y0) * self.size[0] / self.height
+        inside = ((out[..., 0] >= 0) & (out[..., 0] <= self.size[1] - 1)
+                  & (out[..., 1] >= 0) & (out[..., 1] <= self.size[0] - 1))
+        out[~inside | (points[..., 2] <= 0)] = 0.0
+        return out
+
+    def boxes(self, boxes: np.ndarray) -> np.ndarray:
+        """[..., 4] -> target pixels, clipped to the frame (NaN stays NaN)."""
+        sx, sy = self.size[1] / self.width, self.size[0] / self.height
+        out = (boxes - [self.x0, self.y0, self.x0, self.y0]) * [sx, sy, sx, sy]
+        return np.clip(out, 0, [self.size[1] - 1, self.size[0] - 1] * 2)
+
+    def image(self, frames: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """[N, 3, H0, W0] float -> [N, 3, h, w] (antialiased bilinear)."""
+        x0, y0 = int(round(self.x0)), int(round(self.y0))
+        cropped = frames[..., y0: y0 + int(round(self.height)), x0: x0 + int(round(self.width))]
+        if tuple(cropped.shape[-2:]) == tuple(size or self.size):
+            return cropped
+        return F.interpolate(cropped, size=size or self.size, mode="bilinear", antialias=True, align_corners=False)
+
+
+class ClipDataset(Dataset):
+    """Clips of one split of a dataset folder, shaped for `config`.
+
+    Each item (F = config.num_frames, L = config.latent_frames, H x W = video_size,
+    Hm x Wm = motion_size, S = F / fps * sample_rate):
+      video [3, F, H, W], motion [3, F, Hm, Wm], reference [3, 1, H, W],
+      motion_reference [3, 1, Hm, Wm] (the reference image at the motion size): float in [-1, 1];
+      audio [S] (16 kHz mono, -23 LUFS unless near-silent, cut or zero-padded to the frames);
+      audio_windows [L, later_window * S/F]: the raw audio each latent frame attends to;
+      face_mask [L, H/c, W/c] (c = vae.spatial_compression): 1 on latent cells touching the face;
+      body [F, 18, 3], left_hand / right_hand [F, 21, 3], target_box [F, 4] (NaN: no target),
+      all in video_size pixels; text (str), clip_id (str).
+
+    Clips longer than F frames are cut from `start` ("first" frame, or "random"); shorter ones
+    hold their last frame (and their audio is zero-padded).
+    """
+
+    def __init__(self, root: str | Path, config: InteractAvatarConfig, split: str | None = "train",
+                 start: str = "first", cache_motion: bool = True) -> None:
+        if start not in ("first", "random"):
+            raise ValueError(f"dataset: start={start!r}, expected first or random")
+        self.root = Path(root)
+        self.config = config
+        self.entries = [e for e in read_manifest(self.root) if split is None or e.split == split]
+        if not self.entries:
+            raise ValueError(f"{self.root}: no clips in split {split!r}")
+        self.start = start
+        self._motion_cache: dict[tuple[int, int], torch.Tensor] | None = {} if cache_motion else None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        entry = self.entries[index]
+        clip_dir = self.root / entry.path
+        meta = read_meta(clip_dir)
+        frames, fps = read_video(clip_dir / meta.video)
+        config = self.config
+        rate, count = config.audio.fps, config.num_frames
+        available = min(len(frames), meta.num_frames)
+        needed = int(np.ceil((count - 1) * fps / rate)) + 1
+        start = 0
+        if self.start == "random" and available > needed:
+            start = int(torch.randint(available - needed + 1, ()).item())
+        picks = np.minimum(start + np.round(np.arange(count) * fps / rate).astype(int), available - 1)
+
+        crop = Crop.centre((meta.height, meta.width), config.video_size)
+        pixels = torch.from_numpy(frames[picks]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        video = crop.image(pixels).clamp(-1, 1)
+        body, left_hand, right_hand = (crop.points(a[picks]) for a in (meta.body, meta.left_hand, meta.right_hand))
+        target_box = crop.boxes(meta.target_boxes()[picks])
+        face = crop.boxes(meta.face[picks])
+        motion = self._motion(index, start, body, left_hand, right_hand, target_box)
+        audio = self._audio(clip_dir, meta, start / fps, count / rate)
+        return {
+            "video": video.permute(1, 0, 2, 3).contiguous(),
+            "motion": motion,
+            "reference": video[:1].permute(1, 0, 2, 3).contiguous(),
+            "motion_reference": crop.image(pixels[:1], config.motion_size).clamp(-1, 1).permute(1, 0, 2, 3),
+            "audio": audio,
+            "audio_windows": audio_windows(audio, config),
+            "face_mask": face_mask(face, config),
+            "body": torch.from_numpy(body).float(),
+            "left_hand": torch.from_numpy(left_hand).float(),
+            "right_hand": torch.from_numpy(right_hand).float(),
+            "target_box": torch.from_numpy(target_box).float(),
+            "text": meta.text,
+            "clip_id": meta.clip_id,
+        }
+
+    def _motion(self, index: int, start: int, body: np.ndarray, left_hand: np.ndarray,
+                right_hand: np.ndarray, target_box: np.ndarray) -> torch.Tensor:
+        key = (index, start)
+        if self._motion_cache is not None and key in self._motion_cache:
+            return self._motion_cache[key]
+        frames = render_clip(body, left_hand, right_hand, target_box, self.config.motion_size, self.config.video_size)
+        motion = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+        if self._motion_cache is not None:
+            self._motion_cache[key] = motion
+        return motion
+
+    def _audio(self, clip_dir: Path, meta: ClipMeta, offset: float, seconds: float) -> torch.Tensor:
+        rate = self.config.audio.sample_rate
+        samples = read_audio(clip_dir / (meta.audio or meta.video), rate)
+        samples = loudness_normalised(samples, rate)
+        first, length = int(round(offset * rate)), int(round(seconds * rate))
+        out = np.zeros(length, np.float32)
+        piece = samples[first: first + length]
+        out[: len(piece)] = piece
+        return torch.from_numpy(out)
+
+
+def loudness_normalised(samples: np.ndarray, rate: int) -> np.ndarray:
+    """-23 LUFS, as the release prepares speech; near-silence and clips too short to measure
+    (under pyloudnorm's 0.4 s block) are left as they are."""
+    if len(samples) < 0.4 * rate:
+        return samples
+    loudness = pyloudnorm.Meter(rate).integrated_loudness(samples.astype(np.float64))
+    if not np.isfinite(loudness) or loudness < SILENCE_LUFS:
+        return samples
+    return np.clip(pyloudnorm.normalize.loudness(samples, loudness, TARGET_LUFS), -1, 1).astype(np.float32)
+
+
+def audio_windows(audio: torch.Tensor, config: InteractAvatarConfig) -> torch.Tensor:
+    """[S] -> [L, later_window * samples_per_frame]. Latent frame l covers video frames up to
+    e = T*l (T = vae.temporal_compression); its window is the `later_window` frames ending at
+    e + window//2 (MultiTalk: a later latent frame sees its frames plus half a window each side;
+    the first sees frames -2..2, which this window contains). Outside the clip: zeros."""
+    per_frame = config.audio.sample_rate // config.audio.fps
+    width = config.audio.later_window
+    half = config.audio.window // 2
+    compression = config.vae.temporal_compression
+    padded = F.pad(audio, (width * per_frame, width * per_frame))
+    windows = []
+    for latent in range(config.latent_frames):
+        end = (compression * latent + half + 1) * per_frame + width * per_frame
+        windows.append(padded[end - width * per_frame: end])
+    return torch.stack(windows)
+
+
+def face_mask(face: np.ndarray, config: InteractAvatarConfig) -> torch.Tensor:
+    """face: [F, 4] boxes in video pixels -> [L, H/c, W/c]: 1 on latent cells that overlap the face
+    in any video frame of that latent frame. Empty boxes give an empty mask."""
+    c = config.vae.spatial_compression
+    h, w = config.video_size[0] // c, config.video_size[1] // c
+    compression = config.vae.temporal_compression
+    mask = torch.zeros(config.latent_frames, h, w)
+    for latent in range(config.latent_frames):
+        first = max(0, compression * (latent - 1) + 1)
+        for x0, y0, x1, y1 in face[first: compression * latent + 1]:
+            if not np.all(np.isfinite([x0, y0, x1, y1])) or x1 <= x0 or y1 <= y0:
+                continue
+            mask[latent, int(y0 // c): int(y1 // c) + 1, int(x0 // c): int(x1 // c) + 1] = 1.0
+    return mask
+
+
+def curriculum_sample(item: dict[str, Any], task: str) -> dict[str, Any]:
+    """One of PIM's three pretraining samples from a dataset item (the paper's curriculum):
+
+    detection: the motion of the reference image alone (motion [3, 1, Hm, Wm]): scene parsing;
+    continuation: the whole motion with its first latent frame given clean;
+    generation: the whole motion from image and text.
+    `clean_latent_frames` says how many leading motion latent frames keep timestep 0. Batch items
+    of one task together: detection's motion has one frame.
+    """
+    if task not in CURRICULUM_TASKS:
+        raise ValueError(f"curriculum: task={task!r}, expected one of {CURRICULUM_TASKS}")
+    sample = dict(item, task=task, clean_latent_frames=1 if task == "continuation" else 0)
+    if task == "detection":
+        sample["motion"] = item["motion"][:, :1]
+    return sample
+
+
+def curriculum_task(step: int) -> str:
+    """The task for a training step: the three alternate."""
+    return CURRICULUM_TASKS[step % len(CURRICULUM_TASKS)]
