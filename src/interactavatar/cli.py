@@ -15,7 +15,9 @@ COMMAND_MODULES = (
     "interactavatar.model.commands",
     "interactavatar.data.commands",
     "interactavatar.train.commands",
+    "interactavatar.registry_commands",
     "interactavatar.demo",
+    "interactavatar.serve.commands",
 )
 
 

@@ -17,11 +17,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     init.set_defaults(func=run_init)
 
     generate = subparsers.add_parser("generate", help="image + sentence + speech -> video with its motion")
-    generate.add_argument("--model", required=True, type=Path, help="model directory")
-    generate.add_argument("--image", required=True, type=Path)
-    generate.add_argument("--audio", required=True, type=Path, help="speech, any rate (resampled to 16 kHz)")
-    generate.add_argument("--text", required=True)
-    generate.add_argument("-o", "--output", required=True, type=Path, help="mp4 with the speech muxed in")
+    generate.add_argument("--model", type=Path, help="model directory (local generation)")
+    generate.add_argument("--endpoint", help="a serving endpoint's base URL, e.g. http://127.0.0.1:8080")
+    generate.add_argument("--protocol", default="v2", choices=("v2", "v1"), help="with --endpoint")
+    generate.add_argument("--request-timeout", type=float, default=1800.0, help="seconds, with --endpoint")
+    generate.add_argument("--cases", type=Path, help="a JSON list of test cases in the public release's format")
+    generate.add_argument("--out-dir", type=Path, help="where --cases writes <video_id>.mp4")
+    generate.add_argument("--image", type=Path)
+    generate.add_argument("--audio", type=Path, help="speech, any rate (resampled to 16 kHz)")
+    generate.add_argument("--text")
+    generate.add_argument("-o", "--output", type=Path, help="mp4 with the speech muxed in")
     generate.add_argument("--motion-output", type=Path, help="the motion video (default: OUTPUT stem + _motion.mp4)")
     generate.add_argument("--mode", default="interact", choices=("interact", "motion", "audio", "pose"))
     generate.add_argument("--pose-video", type=Path, help="motion video driving AIM in --mode pose")
@@ -43,6 +48,13 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    if args.endpoint or args.cases:
+        from interactavatar.serve.cases import run_generate_command
+
+        return run_generate_command(args)
+    missing = [name for name in ("model", "image", "audio", "text", "output") if getattr(args, name) is None]
+    if missing:
+        raise ValueError(f"missing {', '.join('--' + name for name in missing)} (or use --endpoint / --cases)")
     from tqdm import tqdm
 
     from interactavatar.generation import InteractAvatarPipeline
