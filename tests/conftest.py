@@ -1,6 +1,17 @@
 import os
 
+import pytest
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A bare S3 server (weed mini) on loopback for a session: endpoint, keys, `env()` exports."""
+    from s3_server import running_s3_server
+
+    with running_s3_server(tmp_path_factory.mktemp("s3-server")) as server:
+        yield server
