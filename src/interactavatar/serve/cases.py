@@ -122,6 +122,8 @@ def run_batch(cases_file: Path, out_dir: Path, generate, options: dict) -> int:
             seen.add(case.video_id)
             if options.get("mode") == "pose" and case.pose_video is None:
                 raise ValueError("dwpose_mp4: required with --mode pose")
+            if options.get("mode") != "pose":
+                case.pose_video = None  # the release ships pose videos with cases of every mode
             video_path = out_dir / f"{case.video_id}.mp4"
             started = time.perf_counter()
             _with_spinner(f"[{index + 1}/{len(entries)}] {case.video_id}",
@@ -152,9 +154,16 @@ def run_generate_command(args: argparse.Namespace) -> int:
     for name in ("image", "audio", "text", "output"):
         if getattr(args, name) is None:
             raise ValueError(f"--{name} is required without --cases")
-    case = Case(args.image, args.audio, args.text, args.output.stem, args.pose_video)
+    case = Case(args.image, args.audio, args.text, args.output.stem, args.pose_video if args.mode == "pose" else None)
     motion_output = args.motion_output or args.output.with_name(f"{args.output.stem}_motion.mp4")
-    metadata = _with_spinner(f"generating on {args.endpoint}",
-                             lambda: generate(case, options, args.output, motion_output))
+    import httpx
+
+    from interactavatar.serve.client import EndpointError
+
+    try:
+        metadata = _with_spinner(f"generating on {args.endpoint}",
+                                 lambda: generate(case, options, args.output, motion_output))
+    except (EndpointError, httpx.TransportError) as err:
+        raise ValueError(f"{args.endpoint}: {err}") from None
     print(json.dumps({"video": str(args.output), "motion": str(motion_output), **metadata}))
     return 0

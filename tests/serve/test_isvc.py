@@ -1,0 +1,37 @@
+"""The InferenceService: built from the kserve SDK's models; the committed manifest is its output."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from interactavatar.cli import main
+from interactavatar.serve.isvc import build_inference_service, render_manifest
+
+MANIFEST = Path(__file__).parents[2] / "k8s" / "serving" / "inferenceservice.yaml"
+
+
+def test_committed_manifest_is_the_generators_output(capsys):
+    assert main(["serve", "manifest"]) == 0
+    assert MANIFEST.read_text() == capsys.readouterr().out == render_manifest(build_inference_service()), (
+        "regenerate: interactavatar serve manifest > k8s/serving/inferenceservice.yaml")
+
+
+def test_manifest_wires_storage_account_gpu_timeout_and_mode():
+    isvc = yaml.safe_load(render_manifest(build_inference_service(storage_uri="s3://models/interactavatar/v7")))
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["serviceAccountName"] == "interactavatar-predictor"
+    assert predictor["timeout"] >= 600 and predictor["terminationGracePeriodSeconds"] >= predictor["timeout"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in predictor["tolerations"]
+    model = predictor["model"]
+    assert model["storageUri"] == "s3://models/interactavatar/v7"
+    assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert (model["modelFormat"]["name"], model["runtime"]) == ("interactavatar", "interactavatar")
+    assert "env" not in model and "AWS_" not in render_manifest(build_inference_service())
+
+
+def test_cpu_manifest_asks_for_no_gpu_and_refuses_non_s3_uris():
+    assert "nvidia.com/gpu" not in render_manifest(build_inference_service(gpu=0))
+    with pytest.raises(ValueError, match="storage_uri"):
+        build_inference_service(storage_uri="/mnt/models")
