@@ -163,6 +163,7 @@ export AWS_DEFAULT_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=$access_key
 export AWS_SECRET_ACCESS_KEY=$secret_key
 export MLFLOW_TRACKING_URI=http://127.0.0.1:$mlflow_port
+export MLFLOW_ARTIFACTS_DESTINATION=s3://mlflow/artifacts
 export MLFLOW_DISABLE_TELEMETRY=true
 EOF
     )

@@ -1,11 +1,19 @@
 import os
 
 import pytest
+from local_stack import running_local_stack
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory):
+    """S3 (weed mini) + an MLflow server with artifacts on it, on loopback, shared by a session."""
+    with running_local_stack(tmp_path_factory.mktemp("local-stack")) as exports:
+        yield exports
 
 
 @pytest.fixture(scope="session")
