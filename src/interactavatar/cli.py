@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "interactavatar.model.commands",
     "interactavatar.data.commands",
     "interactavatar.train.commands",
+    "interactavatar.evaluate.commands",
     "interactavatar.registry_commands",
     "interactavatar.demo",
     "interactavatar.serve.commands",

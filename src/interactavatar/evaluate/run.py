@@ -1,0 +1,155 @@
+"""`interactavatar evaluate`: generate on a held-out split with fixed seeds and score the model
+between a floor and a ceiling.
+
+1. Load the model directory and the split's clips at the model's sizes (`truth.load_truth`).
+2. Generate each clip from its first frame, sentence and speech (seed = `seed` + clip index).
+3. Floor: an untrained model of the same config (same seeds), built in a temporary directory.
+   Ceiling: the ground truth itself (its video and its motion rendered at the motion size).
+4. Score every clip for every system, average, write `metrics.json` and `report.html`, and log to
+   MLflow when a run is active or MLFLOW_TRACKING_URI is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from interactavatar.data.schema import write_text_atomic
+from interactavatar.evaluate.external import ExternalMetric, load_external_metric
+from interactavatar.evaluate.report import Sample, write_report
+from interactavatar.evaluate.score import aggregate, score_clip
+from interactavatar.evaluate.truth import ClipTruth, load_truth, split_clips
+
+SYSTEMS = ("model", "floor", "ceiling")
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.html"
+
+
+@dataclass
+class EvaluationSettings:
+    """What `interactavatar evaluate` was asked; recorded under "config" in metrics.json."""
+
+    model_dir: Path
+    data_dir: Path
+    out_dir: Path
+    split: str = "test"
+    num_clips: int | None = None
+    steps: int | None = None
+    seed: int = 0
+    floor: bool = True
+    max_offset: int = 4
+    sample_clips: int = 3
+    device: str = "cpu"
+    external: dict[str, Path] = field(default_factory=dict)
+    parent_run_id: str | None = None
+
+
+def evaluate(settings: EvaluationSettings) -> dict:
+    """Run the evaluation; returns what metrics.json holds."""
+    from interactavatar.generation import InteractAvatarPipeline
+
+    pipeline = InteractAvatarPipeline.from_pretrained(settings.model_dir, settings.device)
+    externals = {kind: load_external_metric(kind, path) for kind, path in settings.external.items()}
+    truths = [load_truth(clip, pipeline.cfg) for clip in split_clips(settings.data_dir, settings.split,
+                                                                      settings.num_clips)]
+    scores: dict[str, list[dict]] = {}
+    samples = [Sample(t.clip_id, t.text, t.video[0], {}) for t in truths[: settings.sample_clips]]
+    scores["model"] = _score_pipeline("model", pipeline, truths, settings, externals, samples)
+    if settings.floor:
+        with tempfile.TemporaryDirectory(prefix="interactavatar-floor-") as scratch:
+            floor = _untrained_like(pipeline, Path(scratch) / "floor", settings)
+            scores["floor"] = _score_pipeline("floor", floor, truths, settings, externals, samples)
+    scores["ceiling"] = [_score("ceiling", t.video, t.motion, t, settings, externals, samples, index)
+                         for index, t in enumerate(truths)]
+
+    metrics = {system: aggregate(per_clip) for system, per_clip in scores.items()}
+    metrics["per_clip"] = [{"clip_id": t.clip_id, "text": t.text, **{s: scores[s][i] for s in scores}}
+                           for i, t in enumerate(truths)]
+    metrics["config"] = _config_record(settings, pipeline.cfg)
+    out = Path(settings.out_dir)
+    write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=1) + "\n")
+    write_report(out / REPORT_FILE, metrics, samples)
+    log_to_mlflow(metrics, out, settings.parent_run_id)
+    return metrics
+
+
+def _score_pipeline(system: str, pipeline, truths: list[ClipTruth], settings: EvaluationSettings,
+                    externals: dict[str, ExternalMetric], samples: list[Sample]) -> list[dict]:
+    per_clip = []
+    for index, truth in enumerate(truths):
+        started = time.perf_counter()
+        result = pipeline(truth.image, truth.text, truth.speech, num_frames=truth.num_frames, steps=settings.steps,
+                          seed=settings.seed + index, face_box=truth.face_box_source)
+        seconds = time.perf_counter() - started
+        scores = _score(system, result.video, result.motion, truth, settings, externals, samples, index)
+        per_clip.append({**scores, "generate_s": seconds})
+    return per_clip
+
+
+def _score(system: str, video: np.ndarray, motion: np.ndarray, truth: ClipTruth, settings: EvaluationSettings,
+           externals: dict[str, ExternalMetric], samples: list[Sample], index: int) -> dict:
+    if index < len(samples):
+        samples[index].outputs[system] = (video, motion)
+    scores = score_clip(video, motion, truth, settings.max_offset)
+    for metric in externals.values():
+        scores.update(metric(video, motion, truth))
+    return scores
+
+
+def _untrained_like(pipeline, directory: Path, settings: EvaluationSettings):
+    """The floor: the model's own config (so sizes match even for a customised preset), randomly
+    initialised with the evaluation's seed, saved and loaded like any model directory."""
+    from interactavatar.generation import InteractAvatarPipeline
+    from interactavatar.model.directory import build_bundle, save_bundle
+
+    save_bundle(build_bundle(pipeline.cfg, seed=settings.seed), directory)
+    return InteractAvatarPipeline.from_pretrained(directory, settings.device)
+
+
+def _config_record(settings: EvaluationSettings, model_config) -> dict:
+    record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
+    record["external"] = {k: str(v) for k, v in settings.external.items()}
+    record.update(preset=model_config.name, video_size=list(model_config.video_size),
+                  motion_size=list(model_config.motion_size), num_frames=model_config.num_frames,
+                  steps=settings.steps or model_config.sampler.steps)
+    return record
+
+
+def log_to_mlflow(metrics: dict, out_dir: Path, parent_run_id: str | None = None) -> str | None:
+    """Log the systems' metrics (prefixed model_/floor_/ceiling_), the settings, metrics.json and the
+    report into the active MLflow run, or into a new "evaluate" run (nested under `parent_run_id`)
+    when MLFLOW_TRACKING_URI is set. Returns the run id, None when MLflow is not in use."""
+    # No active run can exist unless mlflow was imported; importing it just to ask costs seconds.
+    mlflow = sys.modules.get("mlflow")
+    active = mlflow.active_run() if mlflow else None
+    if active is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    import mlflow
+
+    from interactavatar.train.tracking import EXPERIMENT, flatten
+
+    values = {f"{system}_{name}": value for system in SYSTEMS for name, value in metrics.get(system, {}).items()
+              if isinstance(value, (int, float))}
+    params = {k: str(v)[:6000] for k, v in flatten("evaluate", metrics["config"], {}).items()}
+    started = None
+    if active is None or parent_run_id is not None:
+        if active is None:
+            mlflow.set_experiment(EXPERIMENT)
+        started = mlflow.start_run(run_name="evaluate", parent_run_id=parent_run_id, nested=active is not None,
+                                   tags={"stage": "evaluate"})
+    try:
+        mlflow.log_metrics(values)
+        mlflow.log_params(params)
+        for name in (METRICS_FILE, REPORT_FILE):
+            mlflow.log_artifact(str(Path(out_dir) / name), artifact_path="evaluation")
+        return mlflow.active_run().info.run_id
+    finally:
+        if started is not None:
+            mlflow.end_run()
