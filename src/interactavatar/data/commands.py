@@ -32,6 +32,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     validate.add_argument("dataset", type=Path)
     validate.add_argument("--report", type=Path, default=Path("data-validation.html"),
                           help="HTML report path; the JSON summary goes beside it (.json)")
+    validate.add_argument("--required-splits", default="train",
+                          help="comma-separated splits that must hold clips ('' for none, e.g. test cases)")
     validate.set_defaults(func=run_validate)
 
     ingest = commands.add_parser("ingest", help="convert videos with sidecars, or release test cases, into clips")
@@ -63,7 +65,8 @@ def run_validate(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.dataset}: no such dataset folder")
     if args.report.resolve().is_relative_to(dataset):
         raise ValueError(f"--report {args.report}: inside the dataset, which validation never modifies")
-    report = validate(dataset)
+    required = tuple(s.strip() for s in args.required_splits.split(",") if s.strip())
+    report = validate(dataset, required)
     json_path = write_reports(report, args.report)
     for failure in report.failures:
         where = args.dataset if failure.path == "." else f"{args.dataset / failure.path} ({failure.clip_id})"

@@ -172,7 +172,7 @@ def _decode_joints(classes: np.ndarray, radius: float) -> np.ndarray:
     pad = int(np.ceil(radius)) + 1
     step = 0.25
     for joint in range(len(BODY_KEYPOINTS)):
-        ys, xs = np.nonzero(classes == JOINT_CLASS0 + joint)
+        ys, xs = _main_blob(classes == JOINT_CLASS0 + joint, reach=2 * radius + 1)
         if len(xs) == 0:
             continue
         y0, y1 = max(ys.min() - pad, 0), min(ys.max() + pad, height - 1)
@@ -193,6 +193,22 @@ def _decode_joints(classes: np.ndarray, radius: float) -> np.ndarray:
         seen = min(1.0, len(xs) / max(1.0, np.pi * radius ** 2))
         body[joint] = [cx.ravel()[best].mean(), cy.ravel()[best].mean(), seen]
     return body
+
+
+def _main_blob(mask: np.ndarray, reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of the largest connected piece of `mask` and of any piece within `reach` of its
+    centre (a stroke drawn across a disc splits it); stray pixels elsewhere (noise, compression,
+    a similar colour) are dropped."""
+    pieces, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    if count <= 1:
+        return np.nonzero(pieces)
+    ys, xs = np.nonzero(pieces)
+    labels = pieces[ys, xs]
+    largest = np.bincount(labels).argmax()
+    centre = np.array([xs[labels == largest].mean(), ys[labels == largest].mean()])
+    near = np.hypot(xs - centre[0], ys - centre[1]) <= reach + 1
+    keep = np.isin(labels, np.unique(labels[near]))
+    return ys[keep], xs[keep]
 
 
 def _decode_hands(classes: np.ndarray, body: np.ndarray, halfwidth: float) -> tuple[np.ndarray, np.ndarray]:
