@@ -212,4 +212,4 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:
     """[T, H, W, 3] uint8 -> [T, 3, H, W] float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).double() / 255.0
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0

@@ -55,8 +55,9 @@ def evaluate(settings: EvaluationSettings) -> dict:
     """Run the evaluation; returns what metrics.json holds."""
     from interactavatar.generation import InteractAvatarPipeline
 
-    pipeline = InteractAvatarPipeline.from_pretrained(settings.model_dir, settings.device)
+    # External metrics first: a missing plugin should stop the run before minutes of generation.
     externals = {kind: load_external_metric(kind, path) for kind, path in settings.external.items()}
+    pipeline = InteractAvatarPipeline.from_pretrained(settings.model_dir, settings.device)
     truths = [load_truth(clip, pipeline.cfg) for clip in split_clips(settings.data_dir, settings.split,
                                                                       settings.num_clips)]
     scores: dict[str, list[dict]] = {}
