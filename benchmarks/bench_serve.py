@@ -1,0 +1,132 @@
+"""The KServe endpoint against the same generation in-process (target: at most 1.05x).
+
+A demo-preset model with few sampling steps, so that generation, not HTTP, dominates as it does
+at paper size. In-process means what the endpoint does for a request: the pipeline call and the
+mp4 encode; the endpoint adds the v2 request (binary tensors), parsing, queueing and the response.
+Rounds alternate the two (benchmarks/timing.py). Then 4 clients at once against one generation
+slot give p50/p95 latency, and the server process's peak RSS (VmHWM) bounds its memory.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from PIL import Image
+
+from benchmarks.timing import interleaved, summarise
+
+PRESET = "demo"
+CLIENTS = 4
+
+
+def _inputs() -> tuple[bytes, bytes]:
+    rng = np.random.default_rng(0)
+    image = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (180, 240, 3), dtype=np.uint8)).save(image, format="PNG")
+    speech = io.BytesIO()
+    t = np.arange(16000) / 16000
+    soundfile.write(speech, 0.3 * np.sin(2 * np.pi * 180 * t), 16000, format="WAV")
+    return image.getvalue(), speech.getvalue()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(quick: bool = False) -> dict:
+    from interactavatar.generation import InteractAvatarPipeline
+    from interactavatar.media import load_image, load_speech
+    from interactavatar.model.directory import init_model_directory
+    from interactavatar.serve.client import EndpointClient
+
+    steps, repeats, per_client = (4, 2, 1) if quick else (8, 5, 2)
+    image, speech = _inputs()
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as scratch:
+        scratch = Path(scratch)
+        model_dir = init_model_directory(PRESET, scratch / "model")
+        port = _free_port()
+        log = open(scratch / "server.log", "wb")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "interactavatar.cli", "serve", "--model", str(model_dir), "--port", str(port),
+             "--max-concurrency", "1", "--max-queue", str(CLIENTS * per_client)],
+            stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true"},
+        )
+        try:
+            client = EndpointClient(f"http://127.0.0.1:{port}")
+            client.wait_ready(180)
+            pipeline = InteractAvatarPipeline.from_pretrained(model_dir)
+            (scratch / "ref.png").write_bytes(image)
+            (scratch / "speech.wav").write_bytes(speech)
+            image_array = load_image(scratch / "ref.png")
+            waveform = load_speech(scratch / "speech.wav")
+            options = {"steps": steps, "seed": 0}
+
+            def in_process():
+                result = pipeline(image_array, "The man lifts the red cup", waveform, **options)
+                result.save(scratch / "local.mp4")
+
+            def endpoint():
+                client.generate(image, speech, "The man lifts the red cup", options)
+
+            times = interleaved({"endpoint": endpoint, "in_process": in_process}, repeats=repeats, warmup=1)
+            single = summarise(times, "endpoint", "in_process")
+
+            latencies: list[float] = []
+
+            def one_client():
+                own = EndpointClient(client.url)
+                for _ in range(per_client):
+                    started = time.perf_counter()
+                    own.generate(image, speech, "The man lifts the red cup", options)
+                    latencies.append(time.perf_counter() - started)
+
+            started = time.perf_counter()
+            threads = [threading.Thread(target=one_client) for _ in range(CLIENTS)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - started
+            quantiles = statistics.quantiles(latencies, n=20, method="inclusive")
+            return {
+                "preset": PRESET,
+                "steps": steps,
+                **single,
+                "target_ratio": 1.05,
+                "concurrent_clients": CLIENTS,
+                "concurrent_requests": len(latencies),
+                "p50_s": round(statistics.median(latencies), 3),
+                "p95_s": round(quantiles[18], 3),
+                "throughput_per_min": round(60 * len(latencies) / wall, 2),
+                "server_peak_rss_mb": round(_peak_rss_mb(server.pid), 1),
+            }
+        finally:
+            server.terminate()
+            server.wait(30)
+            log.close()
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=1))
