@@ -38,6 +38,7 @@ def test_item_shapes_for_demo_preset(demo_dataset):
     }
     for key in ("video", "motion", "reference", "motion_reference"):
         assert item[key].dtype == torch.float32 and item[key].min() >= -1 and item[key].max() <= 1
+    assert all(value.is_contiguous() for value in item.values() if isinstance(value, torch.Tensor))
     torch.testing.assert_close(item["reference"], item["video"][:, :1])
     assert isinstance(item["text"], str) and item["text"] and item["clip_id"] == "synth7-000000"
 

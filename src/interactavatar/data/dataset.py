@@ -62,13 +62,24 @@ class Crop:
         out = (boxes - [self.x0, self.y0, self.x0, self.y0]) * [sx, sy, sx, sy]
         return np.clip(out, 0, [self.size[1] - 1, self.size[0] - 1] * 2)
 
-    def image(self, frames: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-        """[N, 3, H0, W0] float -> [N, 3, h, w] (antialiased bilinear)."""
+    def image(self, frames: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """[N, H0, W0, 3] uint8 -> [3, N, h, w] float in [-1, 1] (antialiased bilinear resize)."""
+        size = size or self.size
         x0, y0 = int(round(self.x0)), int(round(self.y0))
-        cropped = frames[..., y0: y0 + int(round(self.height)), x0: x0 + int(round(self.width))]
-        if tuple(cropped.shape[-2:]) == tuple(size or self.size):
-            return cropped
-        return F.interpolate(cropped, size=size or self.size, mode="bilinear", antialias=True, align_corners=False)
+        cropped = frames[:, y0: y0 + int(round(self.height)), x0: x0 + int(round(self.width))]
+        if tuple(cropped.shape[1:3]) == tuple(size):
+            return unit_range(cropped.transpose(3, 0, 1, 2))
+        pixels = torch.from_numpy(np.ascontiguousarray(cropped.transpose(0, 3, 1, 2))).float()
+        resized = F.interpolate(pixels, size=size, mode="bilinear", antialias=True, align_corners=False)
+        return resized.clamp_(0, 255).div_(127.5).sub_(1.0).permute(1, 0, 2, 3).contiguous()
+
+
+_UNIT_RANGE = np.arange(256, dtype=np.float32) / 127.5 - 1.0
+
+
+def unit_range(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 0..255 -> float32 -1..1 (a table lookup: one pass, no thread hand-offs)."""
+    return torch.from_numpy(np.ascontiguousarray(_UNIT_RANGE[pixels]))
 
 
 class ClipDataset(Dataset):
@@ -98,6 +109,8 @@ class ClipDataset(Dataset):
         if not self.entries:
             raise ValueError(f"{self.root}: no clips in split {split!r}")
         self.start = start
+        # Parsing meta.json and rendering motion cost more than decoding the video: keep both.
+        self._meta_cache: dict[int, ClipMeta] = {}
         self._motion_cache: dict[tuple[int, int], torch.Tensor] | None = {} if cache_motion else None
 
     def __len__(self) -> int:
@@ -106,7 +119,8 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         entry = self.entries[index]
         clip_dir = self.root / entry.path
-        meta = read_meta(clip_dir)
+        meta = self._meta_cache.get(index) or read_meta(clip_dir)
+        self._meta_cache[index] = meta
         frames, fps = read_video(clip_dir / meta.video)
         config = self.config
         rate, count = config.audio.fps, config.num_frames
@@ -118,18 +132,17 @@ class ClipDataset(Dataset):
         picks = np.minimum(start + np.round(np.arange(count) * fps / rate).astype(int), available - 1)
 
         crop = Crop.centre((meta.height, meta.width), config.video_size)
-        pixels = torch.from_numpy(frames[picks]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        video = crop.image(pixels).clamp(-1, 1)
+        video = crop.image(frames[picks])
         body, left_hand, right_hand = (crop.points(a[picks]) for a in (meta.body, meta.left_hand, meta.right_hand))
         target_box = crop.boxes(meta.target_boxes()[picks])
         face = crop.boxes(meta.face[picks])
         motion = self._motion(index, start, body, left_hand, right_hand, target_box)
         audio = self._audio(clip_dir, meta, start / fps, count / rate)
         return {
-            "video": video.permute(1, 0, 2, 3).contiguous(),
+            "video": video,
             "motion": motion,
-            "reference": video[:1].permute(1, 0, 2, 3).contiguous(),
-            "motion_reference": crop.image(pixels[:1], config.motion_size).clamp(-1, 1).permute(1, 0, 2, 3),
+            "reference": video[:, :1].contiguous(),
+            "motion_reference": crop.image(frames[picks[:1]], config.motion_size),
             "audio": audio,
             "audio_windows": audio_windows(audio, config),
             "face_mask": face_mask(face, config),
@@ -147,7 +160,7 @@ class ClipDataset(Dataset):
         if self._motion_cache is not None and key in self._motion_cache:
             return self._motion_cache[key]
         frames = render_clip(body, left_hand, right_hand, target_box, self.config.motion_size, self.config.video_size)
-        motion = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+        motion = unit_range(frames.transpose(3, 0, 1, 2))
         if self._motion_cache is not None:
             self._motion_cache[key] = motion
         return motion
