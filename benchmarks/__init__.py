@@ -1,0 +1,1 @@
+"""Side-by-side speed benchmarks; `python -m benchmarks.run --out BENCHMARKS.md` runs them all."""
