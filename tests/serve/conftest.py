@@ -1,6 +1,5 @@
 """A tiny-preset model, request media, and real model servers on 127.0.0.1 (subprocesses)."""
 
-import io
 import os
 import socket
 import subprocess
@@ -10,26 +9,11 @@ import time
 import httpx
 import numpy as np
 import pytest
-import soundfile
-from PIL import Image
+from serve_helpers import png_bytes, wav_bytes
 
 from interactavatar.config import preset
 from interactavatar.media import write_video
 from interactavatar.model.directory import init_model_directory
-
-
-def png_bytes(height=90, width=120, seed=0) -> bytes:
-    rng = np.random.default_rng(seed)
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def wav_bytes(seconds=0.5, rate=22050) -> bytes:
-    t = np.arange(int(rate * seconds)) / rate
-    buffer = io.BytesIO()
-    soundfile.write(buffer, 0.3 * np.sin(2 * np.pi * 180 * t), rate, format="WAV")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="session")

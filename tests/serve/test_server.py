@@ -10,8 +10,8 @@ import zlib
 import httpx
 import numpy as np
 import pytest
-from conftest import png_bytes, wav_bytes
 from kserve.protocol.infer_type import InferInput, InferRequest
+from serve_helpers import png_bytes, wav_bytes
 
 from interactavatar.config import preset
 from interactavatar.media import has_audio_stream, read_video
@@ -222,7 +222,7 @@ def test_concurrent_requests_queue_up_to_the_bound_then_get_429_and_health_stays
 
     def one_request():
         try:
-            EndpointClient(server.url).generate(media["image"], media["audio"], "wave", {"steps": 40})
+            EndpointClient(server.url).generate(media["image"], media["audio"], "wave", {"steps": 80})
             statuses.append(200)
         except EndpointError as err:
             statuses.append(err.status)
