@@ -82,3 +82,11 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path):
             raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_audio_defaults_to_the_wav_and_null_means_the_video_track():
+    data = _meta().to_dict()
+    del data["audio"]
+    assert ClipMeta.from_dict(data).audio == "audio.wav"
+    data["audio"] = None
+    assert ClipMeta.from_dict(data).audio is None

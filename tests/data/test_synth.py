@@ -113,3 +113,15 @@ def test_mouth_follows_the_speech(demo_dataset):
 def test_bad_sizes_are_refused(kwargs):
     with pytest.raises(ValueError, match="synth"):
         SynthSpec(**kwargs)
+
+
+def test_synth_command(tmp_path, capsys):
+    from interactavatar.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["data", "synth", "--out", str(out), "--num-clips", "2", "--seed", "4", "--width", "64",
+                 "--height", "48", "--num-frames", "5"]) == 0
+    assert "wrote 2 clips" in capsys.readouterr().out
+    assert probe_video(out / "synth4-000001" / "video.mp4").num_frames == 5
+    assert main(["data", "synth", "--out", str(out), "--num-frames", "6"]) == 2
+    assert "num_frames=6 is not 1+4k" in capsys.readouterr().err

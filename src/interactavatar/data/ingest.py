@@ -80,7 +80,9 @@ def ingest_videos(source: str | Path, out: str | Path, split: str | None = None)
             }, where=str(sidecar))
             meta.extra = {**meta.extra, "source": str(video)}
             wav = video.with_suffix(".wav")
-            speech = read_audio(wav if wav.is_file() else video, SAMPLE_RATE)
+            # Cut or pad the speech to the frames: AAC tracks carry padding past the last frame.
+            speech = _fitted(read_audio(wav if wav.is_file() else video, SAMPLE_RATE),
+                             int(round(info.num_frames / info.fps * SAMPLE_RATE)))
             _copy_or_encode(video, clip_dir / VIDEO)
             write_audio(clip_dir / AUDIO, speech, SAMPLE_RATE)
             added.append(writer.add(meta))
@@ -118,8 +120,7 @@ def _case_clip(case: dict[str, Any], base: Path, where: str, writer: _DatasetWri
     frames = min(num_frames, (int(len(speech) / SAMPLE_RATE * CASE_FPS) - 1) // 4 * 4 + 1)
     if frames < 1:
         raise ValueError(f"{where}: field speech_path: speech shorter than a frame")
-    samples = np.zeros(int(round(frames / CASE_FPS * SAMPLE_RATE)), np.float32)
-    samples[: min(len(samples), len(speech))] = speech[: len(samples)]
+    samples = _fitted(speech, int(round(frames / CASE_FPS * SAMPLE_RATE)))
     poses = _pose_frames(case, base, where, frames)
     decoded = [decode_frame(pose) for pose in poses]
     decoded += decoded[-1:] * (frames - len(decoded))  # a pose image or a short pose video: hold
@@ -244,6 +245,12 @@ def _load_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON: {err}") from err
+
+
+def _fitted(samples: np.ndarray, length: int) -> np.ndarray:
+    out = np.zeros(length, np.float32)
+    out[: min(length, len(samples))] = samples[:length]
+    return out
 
 
 def _scaled(points: np.ndarray, scale: np.ndarray) -> np.ndarray:

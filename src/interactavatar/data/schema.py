@@ -132,7 +132,8 @@ class ClipMeta:
             objects=[_frame_objects(frame, f"{where}: field objects[{i}]") for i, frame in enumerate(objects)],
             split=_field(data, "split", str, where, required=False),
             video=_field(data, "video", str, where, required=False) or VIDEO,
-            audio=_field(data, "audio", str, where, required=False),
+            # Absent: the default audio.wav; an explicit null: the video's own audio track.
+            audio=_field(data, "audio", str, where, required=False) if "audio" in data else AUDIO,
             extra=_field(data, "extra", dict, where, required=False) or {},
         )
 
