@@ -22,7 +22,9 @@ frames) and inverts each primitive: the box is the white pixels' extent; a joint
 disc explains its visible pixels, the missing ones being covered by primitives drawn later; a
 fingertip is the finger's farthest pixel from the wrist; the inner finger joints sit at
 FINGER_JOINT_FRACTIONS along the wrist->tip ray, which is exact for straight fingers (the synthetic
-avatar's) and approximate for bent ones.
+avatar's) and approximate for bent ones. Tested on rendered ground truth: at 256 px body joints and
+the box within 1 px, hand points within 1.5 px; at 64x64 body joints within 1 px. A limb lying
+along a whole box edge hides it from any decoder: the box is then off by up to a limb's width.
 """
 
 from __future__ import annotations
