@@ -100,6 +100,9 @@ def test_dvc_repro_push_pull_through_s3(s3_server, tmp_path):
     shutil.rmtree(repo / ".dvc" / "cache")
     _run([*dvc, "pull"], repo, env)
     assert _digests(repo / "data" / "synth") == pushed
+    # Running the code writes bytecode beside it; .dvcignore keeps that from invalidating synth.
+    (repo / "src" / "interactavatar" / "data" / "__pycache__").mkdir(exist_ok=True)
+    (repo / "src" / "interactavatar" / "data" / "__pycache__" / "synth.cpython-311.pyc").write_bytes(b"x")
     assert "up to date" in _run([*dvc, "status"], repo, env).lower()
 
     committed = (repo / ".dvc" / "config").read_text() + (repo / "dvc.lock").read_text()
