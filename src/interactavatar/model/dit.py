@@ -50,12 +50,18 @@ def rope_angles(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) 
     return torch.cat(angles, dim=-1)
 
 
-def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """x: [B, L, N, D], angles: [L, D/2] -> x rotated pairwise (adjacent channel pairs, as Wan)."""
-    rotation = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
-    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    rotated = torch.view_as_real(pairs * rotation[None, :, None, :]).flatten(-2)
-    return rotated.type_as(x)
+def rope_rotation(angles: torch.Tensor) -> torch.Tensor:
+    """angles: [L, D/2] -> unit complex rotations [L, D/2], computed once per forward and shared
+    by every block (building them in each attention call cost more than applying them)."""
+    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
+
+
+def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """x: [B, L, ..., D], rotation: complex, broadcastable to x's pairs [B, L, ..., D/2] -> x rotated
+    pairwise (adjacent channel pairs, as Wan). One complex multiply is one kernel each way; the
+    real-arithmetic form (diffusers') needs six."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
 
 
 def grid_positions(frames: int, height: int, width: int, ref_frames: int, device=None) -> torch.Tensor:
@@ -71,20 +77,32 @@ def grid_positions(frames: int, height: int, width: int, ref_frames: int, device
 
 
 class SelfAttention(nn.Module):
+    """Parameters are kept as separate q/k/v Linears (Wan's and the checkpoints' names), but run
+    as one fused projection, one q|k RMS norm and one q|k rotation: a third of the kernel launches,
+    which is what costs at the CPU sizes (the matmul FLOPs are the same)."""
+
     def __init__(self, dim: int, num_heads: int, eps: float = 1e-6):
         super().__init__()
         self.num_heads = num_heads
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.norm_q, self.norm_k = RMSNorm(dim, eps), RMSNorm(dim, eps)
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-        """x: [B, L, C], rope: [L, D/2] -> [B, L, C]."""
-        split = lambda t: rearrange(t, "b l (n d) -> b l n d", n=self.num_heads)  # noqa: E731
-        q = apply_rope(split(self.norm_q(self.q(x))), rope)
-        k = apply_rope(split(self.norm_k(self.k(x))), rope)
-        v = split(self.v(x))
+    def forward(self, x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, C], rotation: [L, D/2] complex -> [B, L, C]."""
+        weight = torch.cat([self.q.weight, self.k.weight, self.v.weight])
+        bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])
+        qk, v = F.linear(x, weight, bias).unflatten(-1, (3, -1)).split([2, 1], dim=2)
+        qk = qk_rms_norm(qk, self.norm_q, self.norm_k)
+        q, k = apply_rope(qk.unflatten(-1, (self.num_heads, -1)), rotation[:, None, None]).unbind(2)
+        v = v.squeeze(2).unflatten(-1, (self.num_heads, -1))
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return self.o(rearrange(out, "b n l d -> b l (n d)"))
+        return self.o(out.transpose(1, 2).flatten(2))
+
+
+def qk_rms_norm(qk: torch.Tensor, norm_q: RMSNorm, norm_k: RMSNorm) -> torch.Tensor:
+    """qk: [..., 2, C] (q then k) -> both RMS-normalised across heads with their own weights."""
+    weight = torch.stack([norm_q.weight, norm_k.weight]).float()
+    return (F.rms_norm(qk.float(), (qk.shape[-1],), eps=norm_q.eps) * weight).type_as(qk)
 
 
 class CrossAttention(nn.Module):
@@ -102,8 +120,10 @@ class CrossAttention(nn.Module):
         """x: [B, L, C], context: [B, S, Cc], context_mask: [B, S] bool (True = attend) -> [B, L, C]."""
         split = lambda t: rearrange(t, "b l (n d) -> b n l d", n=self.num_heads)  # noqa: E731
         q = split(self.norm_q(self.q(x)))
-        k = split(self.norm_k(self.k(context)))
-        v = split(self.v(context))
+        # k and v in one projection of the context, as in SelfAttention
+        k, v = F.linear(context, torch.cat([self.k.weight, self.v.weight]),
+                        torch.cat([self.k.bias, self.v.bias])).chunk(2, dim=-1)
+        k, v = split(self.norm_k(k)), split(v)
         mask = None if context_mask is None else context_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o(rearrange(out, "b n l d -> b l (n d)"))
@@ -125,29 +145,32 @@ class DiTBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 1, 6, dim) / dim**0.5)
 
-    def forward(self, x, time_mod, rope, context, context_mask=None, extra=None):
+    def forward(self, x, time_mod, rotation, context, context_mask=None, extra=None):
         """x: [B, L, C] frame-major tokens; time_mod: [B, Fr, 6, C], one modulation per frame
         (per-token timesteps are constant within a frame: the reference and clean frames sit at 0);
-        rope: [L, D/2]; context: [B, S, C]; extra: callable(x) -> [B, L, C] residual, or None."""
+        rotation: [L, D/2] complex RoPE; context: [B, S, C]; extra: callable(x) -> [B, L, C]
+        residual, or None."""
         mod = (self.modulation + time_mod).unsqueeze(2)
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = mod.unbind(dim=3)
-        x = x + per_frame(self.self_attn(per_frame(self.norm1(x), scale_a, shift_a), rope), gate_a)
+        x = gated_add(x, self.self_attn(modulate(self.norm1(x), shift_a, scale_a), rotation), gate_a)
         x = x + self.cross_attn(self.norm3(x), context, context_mask)
         if extra is not None:
             x = x + extra(x)
-        return x + per_frame(self.ffn(per_frame(self.norm2(x), scale_f, shift_f)), gate_f)
+        return gated_add(x, self.ffn(modulate(self.norm2(x), shift_f, scale_f)), gate_f)
 
 
-def per_frame(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
-    """x: [B, L, C] with L = Fr * tokens_per_frame; scale, shift: [B, Fr, 1, C].
+# Modulation broadcasts per frame ([B, Fr, 1, C] against the frame view [B, Fr, L/Fr, C]) rather than
+# per token, and each is one addcmul kernel instead of two or three elementwise ones.
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: x [B, L, C] with L = Fr * tokens_per_frame; shift, scale [B, Fr, 1, C] -> x * (1 + scale) + shift."""
+    frames = x.view(x.shape[0], scale.shape[1], -1, x.shape[-1])
+    return torch.addcmul(shift, frames, 1 + scale).view(x.shape)
 
-    Returns x * (1 + scale) + shift when a shift is given (adaLN modulation), else x * scale (gate).
-    Broadcasting per frame keeps modulation at [B, Fr, 6, C] instead of [B, L, 6, C].
-    """
-    b, length, c = x.shape
-    frames = x.view(b, scale.shape[1], -1, c)
-    frames = frames * scale if shift is None else frames * (1 + scale) + shift
-    return frames.view(b, length, c)
+
+def gated_add(x: torch.Tensor, residual: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """x + residual * gate; x, residual [B, L, C], gate [B, Fr, 1, C]."""
+    frames = x.view(x.shape[0], gate.shape[1], -1, x.shape[-1])
+    return torch.addcmul(frames, residual.view(frames.shape), gate).view(x.shape)
 
 
 class Head(nn.Module):
@@ -162,4 +185,4 @@ class Head(nn.Module):
     def forward(self, x: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
         """x: [B, L, C], time_emb: [B, Fr, C] -> [B, L, out_channels * prod(patch)]."""
         shift, scale = (self.modulation + time_emb.unsqueeze(2)).unsqueeze(2).unbind(dim=3)
-        return self.proj(per_frame(self.norm(x), scale, shift))
+        return self.proj(modulate(self.norm(x), shift, scale))

@@ -14,7 +14,14 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from interactavatar.config import StreamConfig
-from interactavatar.model.dit import DiTBlock, Head, grid_positions, rope_angles, sinusoidal_embedding
+from interactavatar.model.dit import (
+    DiTBlock,
+    Head,
+    grid_positions,
+    rope_angles,
+    rope_rotation,
+    sinusoidal_embedding,
+)
 
 
 @dataclass
@@ -23,7 +30,8 @@ class StreamInputs:
 
     time_emb: torch.Tensor  # [B, Fr, C], Fr = frames + reference frames
     time_mod: torch.Tensor  # [B, Fr, 6, C]
-    rope: torch.Tensor  # [L, D/2]
+    rope: torch.Tensor  # [L, D/2] angles
+    rotation: torch.Tensor  # [L, D/2] complex: the angles as unit rotations, shared by every block
     context: torch.Tensor  # [B, S, C] embedded text
     context_mask: torch.Tensor | None  # [B, S] bool
     frames: int  # F, latent frames being denoised (the reference frames follow them)
@@ -80,11 +88,12 @@ class DiTStream(nn.Module):
         timesteps = torch.cat([frame_timesteps, ref_timesteps], dim=1)
         time_emb = self.time_embedding(sinusoidal_embedding(timesteps, self.cfg.freq_dim).to(x.dtype))
         time_mod = rearrange(self.time_projection(time_emb), "b f (six c) -> b f six c", six=6)
-        positions = grid_positions(frames, h, w, ref_frames, device=x.device)
+        angles = rope_angles(grid_positions(frames, h, w, ref_frames, device=x.device), self.cfg.head_dim)
         inputs = StreamInputs(
             time_emb=time_emb,
             time_mod=time_mod,
-            rope=rope_angles(positions, self.cfg.head_dim),
+            rope=angles,
+            rotation=rope_rotation(angles),
             context=self.text_embedding(text),
             context_mask=text_mask,
             frames=frames,
@@ -95,7 +104,7 @@ class DiTStream(nn.Module):
 
     def run_block(self, index: int, x: torch.Tensor, inputs: StreamInputs, extra=None) -> torch.Tensor:
         block = self.blocks[index]
-        args = (x, inputs.time_mod, inputs.rope, inputs.context, inputs.context_mask, extra)
+        args = (x, inputs.time_mod, inputs.rotation, inputs.context, inputs.context_mask, extra)
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(block, *args, use_reentrant=False)
         return block(*args)
