@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "interactavatar.train.commands",
     "interactavatar.evaluate.commands",
     "interactavatar.registry_commands",
+    "interactavatar.pipeline_commands",
     "interactavatar.demo",
     "interactavatar.serve.commands",
 )

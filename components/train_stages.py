@@ -1,0 +1,104 @@
+"""The four training stages. Each runs `interactavatar.train.stages.run_stage` on the CPU or the
+GPUs of its pod; its --out (checkpoints included) is the output Model artifact, so a retried task
+on the same artifact path resumes instead of starting over."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def vae_pretrain(dataset: Input[Dataset], preset: str, steps: int, batch_size: int, learning_rate: float,
+                 seed: int, vae_weights_uri: str, parent_run_id: str, vae: Output[Model]):
+    """Train the shared causal VAE, or take pretrained weights when `vae_weights_uri` is given.
+
+    Args:
+        dataset: the validated dataset.
+        preset: model size preset (tiny, demo, paper).
+        steps, batch_size, learning_rate, seed: the stage's budget and optimiser.
+        vae_weights_uri: s3:// or local folder with config.yaml + model.safetensors; empty: train.
+        parent_run_id: MLflow run to nest this stage's run under (empty: none).
+        vae: the VAE folder.
+    """
+    from pathlib import Path
+
+    from interactavatar.train.engine import EngineConfig
+    from interactavatar.train.stages import StageSpec, run_stage
+
+    if vae_weights_uri:
+        from interactavatar.storage import client, download_folder
+
+        if vae_weights_uri.startswith("s3://"):
+            download_folder(client(), vae_weights_uri, vae.path)
+        else:
+            import shutil
+
+            shutil.copytree(vae_weights_uri, vae.path, dirs_exist_ok=True)
+        vae.metadata["source"] = vae_weights_uri
+        return
+    run_stage(StageSpec(stage="vae", preset=preset, data=Path(dataset.path), out=Path(vae.path), steps=steps,
+                        seed=seed, engine=EngineConfig(micro_batch_size=batch_size, learning_rate=learning_rate),
+                        data_rev=dataset.metadata.get("data_rev"), parent_run_id=parent_run_id or None))
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def pim_pretrain(dataset: Input[Dataset], vae: Input[Model], preset: str, steps: int, batch_size: int,
+                 learning_rate: float, seed: int, curriculum: str, parent_run_id: str, pim: Output[Model]):
+    """PIM pretrain on the detection / continuation / generation curriculum.
+
+    Args:
+        curriculum: "detection,continuation,generation" weights ("0,1,1": the no-detection ablation).
+        pim: the model directory (PIM trained).
+    """
+    from pathlib import Path
+
+    from interactavatar.train.curriculum import Curriculum
+    from interactavatar.train.engine import EngineConfig
+    from interactavatar.train.stages import StageSpec, run_stage
+
+    run_stage(StageSpec(stage="pim", preset=preset, data=Path(dataset.path), out=Path(pim.path), steps=steps,
+                        seed=seed, vae=Path(vae.path), curriculum=Curriculum.parse(curriculum),
+                        engine=EngineConfig(micro_batch_size=batch_size, learning_rate=learning_rate),
+                        data_rev=dataset.metadata.get("data_rev"), parent_run_id=parent_run_id or None))
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def audio_pretrain(dataset: Input[Dataset], vae: Input[Model], preset: str, steps: int, batch_size: int,
+                   learning_rate: float, seed: int, parent_run_id: str, audio: Output[Model]):
+    """AIM audio pretrain: audio and text conditioning, no motion.
+
+    Args:
+        audio: the model directory (AIM trained with audio).
+    """
+    from pathlib import Path
+
+    from interactavatar.train.engine import EngineConfig
+    from interactavatar.train.stages import StageSpec, run_stage
+
+    run_stage(StageSpec(stage="audio", preset=preset, data=Path(dataset.path), out=Path(audio.path), steps=steps,
+                        seed=seed, vae=Path(vae.path),
+                        engine=EngineConfig(micro_batch_size=batch_size, learning_rate=learning_rate),
+                        data_rev=dataset.metadata.get("data_rev"), parent_run_id=parent_run_id or None))
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def joint_finetune(dataset: Input[Dataset], vae: Input[Model], pim: Input[Model], audio: Input[Model],
+                   preset: str, steps: int, batch_size: int, learning_rate: float, seed: int, injection: str,
+                   parent_run_id: str, model: Output[Model]):
+    """Joint fine-tune of both streams and the M2V aligner.
+
+    Args:
+        injection: how PIM reaches AIM: residual (the paper), last or add (ablations).
+        model: the final model directory.
+    """
+    from pathlib import Path
+
+    from interactavatar.train.engine import EngineConfig
+    from interactavatar.train.stages import StageSpec, run_stage
+
+    run_stage(StageSpec(stage="joint", preset=preset, data=Path(dataset.path), out=Path(model.path), steps=steps,
+                        seed=seed, vae=Path(vae.path), pim=Path(pim.path), audio=Path(audio.path), injection=injection,
+                        engine=EngineConfig(micro_batch_size=batch_size, learning_rate=learning_rate),
+                        data_rev=dataset.metadata.get("data_rev"), parent_run_id=parent_run_id or None))
+    model.metadata["data_rev"] = dataset.metadata.get("data_rev", "")

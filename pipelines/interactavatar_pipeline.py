@@ -1,0 +1,100 @@
+"""The InteractAvatar training pipeline: versioned data in, a live endpoint out."""
+
+from kfp import dsl, kubernetes
+
+from components.deploy import deploy
+from components.evaluate import evaluate
+from components.register import register
+from components.train_stages import audio_pretrain, joint_finetune, pim_pretrain, vae_pretrain
+from components.validate_data import validate_data
+
+S3_SECRET = "interactavatar-s3"
+ENDPOINTS_CONFIG_MAP = "interactavatar-endpoints"
+ENDPOINT_KEYS = ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "S3_USE_HTTPS", "AWS_DEFAULT_REGION",
+                 "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY")
+
+
+def _with_cluster_settings(task, gpus: int = 0):
+    """S3 keys and endpoints from the cluster's Secret and ConfigMap (never inline); GPU training
+    tasks also get a GPU node, its taint tolerated, and a RAM-backed /dev/shm for data loading.
+    A local run ignores all of this."""
+    kubernetes.use_secret_as_env(task, S3_SECRET, {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+                                                   "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
+    kubernetes.use_config_map_as_env(task, ENDPOINTS_CONFIG_MAP, {key: key for key in ENDPOINT_KEYS})
+    if gpus:
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+        task.set_memory_request("64G").set_cpu_request("8")
+        kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+        kubernetes.add_node_selector(task, "nvidia.com/gpu.present", "true")
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+    return task
+
+
+@dsl.pipeline(name="interactavatar-training")
+def interactavatar_pipeline(
+    data_repo: str,
+    data_rev: str = "",
+    data_path: str = "data/synth",
+    preset: str = "demo",
+    vae_weights_uri: str = "",
+    vae_steps: int = 300,
+    pim_steps: int = 600,
+    audio_steps: int = 300,
+    joint_steps: int = 300,
+    batch_size: int = 8,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    curriculum: str = "1,1,1",
+    injection: str = "residual",
+    eval_split: str = "test",
+    eval_clips: int = 8,
+    eval_steps: int = 0,
+    model_name: str = "interactavatar",
+    gate_metrics: str = "grounding_iou:max,sync_confidence:max",
+    gate_margin: float = 0.0,
+    endpoint_name: str = "interactavatar",
+    endpoint_namespace: str = "interactavatar-serving",
+    endpoint_gpus: int = 1,
+    apply_deployment: bool = True,
+    artifacts_destination: str = "s3://mlflow/artifacts",
+    parent_run_id: str = "",
+):
+    """Train, evaluate, register and deploy InteractAvatar from a DVC-versioned dataset.
+
+    1. validate_data: fetch the dataset at `data_rev` with DVC and validate it (Great Expectations).
+    2. vae_pretrain: train the shared causal VAE (or take `vae_weights_uri`).
+    3. pim_pretrain and audio_pretrain, in parallel: PIM on its detection / continuation /
+       generation curriculum; AIM with audio and no motion.
+    4. joint_finetune: both streams and the M2V aligner from those two checkpoints.
+    5. evaluate: generate on the held-out split; score model, untrained floor, ground truth.
+    6. register: a new MLflow model version; the gate decides whether it becomes `champion`.
+    7. deploy, only when the gate promoted: the champion behind a KServe InferenceService.
+    """
+    validated = _with_cluster_settings(validate_data(data_repo=data_repo, data_rev=data_rev, data_path=data_path))
+    dataset = validated.outputs["dataset"]
+    stage = dict(preset=preset, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                 parent_run_id=parent_run_id)
+
+    vae = _with_cluster_settings(vae_pretrain(dataset=dataset, steps=vae_steps, vae_weights_uri=vae_weights_uri,
+                                              **stage), gpus=1)
+    pim = _with_cluster_settings(pim_pretrain(dataset=dataset, vae=vae.outputs["vae"], steps=pim_steps,
+                                              curriculum=curriculum, **stage), gpus=1)
+    audio = _with_cluster_settings(audio_pretrain(dataset=dataset, vae=vae.outputs["vae"], steps=audio_steps,
+                                                  **stage), gpus=1)
+    joint = _with_cluster_settings(joint_finetune(dataset=dataset, vae=vae.outputs["vae"], pim=pim.outputs["pim"],
+                                                  audio=audio.outputs["audio"], steps=joint_steps,
+                                                  injection=injection, **stage), gpus=1)
+    scored = _with_cluster_settings(evaluate(dataset=dataset, model=joint.outputs["model"], split=eval_split,
+                                             num_clips=eval_clips, steps=eval_steps, seed=seed,
+                                             parent_run_id=parent_run_id), gpus=1)
+    registered = _with_cluster_settings(register(
+        model=joint.outputs["model"], metrics_file=scored.outputs["metrics_file"], model_name=model_name,
+        gate_metrics=gate_metrics, gate_margin=gate_margin, data_rev=validated.outputs["Output"],
+        parent_run_id=parent_run_id, artifacts_destination=artifacts_destination))
+    # The registry and the cluster are state outside the pipeline: never reuse a cached answer.
+    registered.set_caching_options(False)
+    with dsl.If(registered.outputs["Output"] != ""):  # the champion's URI, only when promoted
+        deployed = _with_cluster_settings(deploy(
+            storage_uri=registered.outputs["Output"], endpoint_name=endpoint_name,
+            namespace=endpoint_namespace, gpu=endpoint_gpus, apply=apply_deployment))
+        deployed.set_caching_options(False)

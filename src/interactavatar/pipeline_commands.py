@@ -1,0 +1,139 @@
+"""`interactavatar pipeline compile|run|submit|schedule`: the KFP pipeline in pipelines/, compiled,
+run on this machine with the KFP local runner, or sent to a KFP API.
+
+The pipeline and its components are defined in the repository's `pipelines/` and `components/`
+(client-side code: the container image needs only this package), so these commands run from a
+checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+COMPILED = REPO / "pipelines" / "interactavatar_pipeline.yaml"
+
+
+def load_pipeline():
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    try:
+        from pipelines.interactavatar_pipeline import interactavatar_pipeline
+    except ModuleNotFoundError as err:
+        raise FileNotFoundError(f"{REPO}/pipelines: the pipeline definition is not here (run from a checkout)") from err
+    return interactavatar_pipeline
+
+
+def compile_pipeline(out: str | Path = COMPILED) -> Path:
+    from kfp import compiler
+
+    from interactavatar.model.io import atomic_write_bytes
+
+    out = Path(out)
+    staging = out.with_name(f".{out.name}.tmp")
+    compiler.Compiler().compile(load_pipeline(), str(staging))
+    atomic_write_bytes(out, staging.read_bytes())
+    staging.unlink()
+    return out
+
+
+def parse_params(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs; values are JSON when they parse (numbers, booleans), strings otherwise."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--param {pair!r}: expected KEY=VALUE")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def run_local(params: dict, work: Path) -> dict:
+    """The whole pipeline on this machine: KFP's subprocess runner (no per-task venv), MLflow from
+    MLFLOW_TRACKING_URI (default: SQLite in work/), DVC from the given repository, the CPU."""
+    import kfp.local
+    import mlflow
+
+    from interactavatar.train.tracking import EXPERIMENT, tracking_uri
+
+    work = work.resolve()
+    (work / "tmp").mkdir(parents=True, exist_ok=True)
+    # Each task leaves a temporary folder behind; keep them in the work folder.
+    os.environ["TMPDIR"] = str(work / "tmp")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "kfp"))
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    mlflow.set_experiment(EXPERIMENT)
+    started = time.perf_counter()
+    with mlflow.start_run(run_name="pipeline", tags={"stage": "pipeline"}) as run:
+        mlflow.log_params({f"pipeline.{k}": v for k, v in params.items()})
+        load_pipeline()(**params, parent_run_id=run.info.run_id)
+        wall = time.perf_counter() - started
+        mlflow.log_metric("pipeline_wall_s", wall)
+    return {"parent_run_id": run.info.run_id, "wall_s": round(wall, 1), "pipeline_root": str(work / "kfp"),
+            "tracking_uri": os.environ["MLFLOW_TRACKING_URI"]}
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    pipeline = subparsers.add_parser("pipeline", help="the KFP training pipeline")
+    commands = pipeline.add_subparsers(dest="pipeline_command", required=True)
+    compile_ = commands.add_parser("compile", help="compile to YAML (the committed file is checked by a test)")
+    compile_.add_argument("--out", type=Path, default=COMPILED)
+    compile_.set_defaults(func=lambda args: print(compile_pipeline(args.out)) or 0)
+
+    for name, help_text in (("run", "run the pipeline (--local: on this machine)"),
+                            ("submit", "submit one run to a KFP API"),
+                            ("schedule", "create a recurring run (cron) on a KFP API")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--data-repo", default=str(REPO), help="git repository holding the DVC-tracked data")
+        command.add_argument("--data-rev", default="", help="git revision of the data (default: HEAD)")
+        command.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                             help="any other pipeline parameter, e.g. preset=tiny or pim_steps=50")
+        if name == "run":
+            command.add_argument("--local", action="store_true", required=True)
+            command.add_argument("--work", type=Path, default=Path("work"))
+            command.set_defaults(func=run_command)
+        else:
+            command.add_argument("--host", required=True, help="KFP API URL")
+            command.add_argument("--experiment", default="interactavatar")
+            if name == "schedule":
+                command.add_argument("--cron", required=True, help='six fields, e.g. "0 0 3 * * *" (03:00 daily)')
+                command.add_argument("--name", default="interactavatar-retraining")
+            command.set_defaults(func=remote_command)
+
+
+def _params(args: argparse.Namespace) -> dict:
+    return {"data_repo": args.data_repo, "data_rev": args.data_rev, **parse_params(args.param)}
+
+
+def run_command(args: argparse.Namespace) -> int:
+    print(json.dumps(run_local(_params(args), args.work), indent=1))
+    return 0
+
+
+def remote_command(args: argparse.Namespace) -> int:
+    import kfp
+
+    params = _params(args)
+    package = compile_pipeline(Path(os.environ.get("TMPDIR", "/tmp")) / "interactavatar_pipeline.yaml")
+    client = kfp.Client(host=args.host)
+    if args.pipeline_command == "submit":
+        result = client.create_run_from_pipeline_package(str(package), arguments=params,
+                                                         experiment_name=args.experiment)
+        print(json.dumps({"run_id": result.run_id}))
+        return 0
+    if len(args.cron.split()) != 6:
+        raise ValueError(f"--cron {args.cron!r}: KFP cron expressions have six fields (seconds first)")
+    experiment = client.create_experiment(args.experiment)
+    recurring = client.create_recurring_run(experiment.experiment_id, args.name, cron_expression=args.cron,
+                                            params=params, pipeline_package_path=str(package), no_catchup=True)
+    print(json.dumps({"recurring_run_id": recurring.recurring_run_id}))
+    return 0
