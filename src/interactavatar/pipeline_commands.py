@@ -35,7 +35,7 @@ def compile_pipeline(out: str | Path = COMPILED) -> Path:
     from interactavatar.model.io import atomic_write_bytes
 
     out = Path(out)
-    staging = out.with_name(f".{out.name}.tmp")
+    staging = out.with_name(f".tmp-{out.name}")
     compiler.Compiler().compile(load_pipeline(), str(staging))
     atomic_write_bytes(out, staging.read_bytes())
     staging.unlink()
