@@ -3,6 +3,7 @@ revision, and put the champion behind an InferenceService. The KFP components ca
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -61,7 +62,8 @@ def deploy(storage_uri: str, name: str, namespace: str, manifest_path: str | Pat
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        # Read KUBECONFIG now: the client captured its value when it was first imported.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     api = client.CustomObjectsApi()
     body = client.ApiClient().sanitize_for_serialization(isvc)
     group, version = "serving.kserve.io", "v1beta1"

@@ -1,0 +1,130 @@
+"""Components called as plain Python functions, and the compiled pipeline kept in sync."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+from kfp import dsl
+
+from components.deploy import deploy
+from components.validate_data import validate_data
+from interactavatar.pipeline_commands import COMPILED, compile_pipeline
+
+
+def artifact(kind, path):
+    made = kind(uri=str(path))
+    made.path = str(path)
+    return made
+
+
+def test_committed_pipeline_yaml_is_up_to_date(tmp_path):
+    fresh = compile_pipeline(tmp_path / "pipeline.yaml")
+    assert list(yaml.safe_load_all(fresh.read_text())) == list(yaml.safe_load_all(COMPILED.read_text())), \
+        "pipelines/interactavatar_pipeline.yaml is stale: run `interactavatar pipeline compile`"
+
+
+def test_pipeline_shape():
+    spec, platform = yaml.safe_load_all(COMPILED.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    dependencies = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
+    assert dependencies["pim-pretrain"] == dependencies["audio-pretrain"] == {"validate-data", "vae-pretrain"}
+    assert {"pim-pretrain", "audio-pretrain"} <= dependencies["joint-finetune"]
+    assert tasks["register"]["cachingOptions"] == {}  # caching off (enableCache absent = false)
+    condition = next(t for t in tasks.values() if "triggerPolicy" in t)
+    assert "register" in condition["triggerPolicy"]["condition"]
+    kubernetes = platform["platforms"]["kubernetes"]
+    joint = kubernetes["deploymentSpec"]["executors"]["exec-joint-finetune"]
+    assert joint["secretAsEnv"][0]["secretName"] == "interactavatar-s3"
+    assert joint["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert joint["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+    deploy_resources = spec["deploymentSpec"]["executors"]["exec-joint-finetune"]["container"]["resources"]
+    assert deploy_resources["accelerator"]["resourceCount"] == "1"
+
+
+def test_validate_data_fetches_at_a_revision_and_fails_on_bad_data(data_repo, tmp_path):
+    from conftest import git
+
+    revision = validate_data.python_func(
+        data_repo=str(data_repo), data_rev="", data_path="data/synth",
+        dataset=artifact(dsl.Dataset, tmp_path / "dataset"), report=artifact(dsl.HTML, tmp_path / "report.html"),
+        summary=artifact(dsl.Metrics, tmp_path / "summary"))
+    assert revision == git(data_repo, "rev-parse", "HEAD")
+    assert (tmp_path / "dataset" / "manifest.jsonl").is_file() and (tmp_path / "report.html").is_file()
+    with pytest.raises(FileNotFoundError, match="no dataset at 'data/other'"):
+        validate_data.python_func(
+            data_repo=str(data_repo), data_rev="", data_path="data/other",
+            dataset=artifact(dsl.Dataset, tmp_path / "d2"), report=artifact(dsl.HTML, tmp_path / "r2.html"),
+            summary=artifact(dsl.Metrics, tmp_path / "s2"))
+
+
+class KubernetesAPIStub(BaseHTTPRequestHandler):
+    """Stands in for a Kubernetes API server (none can run here): it records requests to the
+    InferenceService collection and answers create with 201, or 409 once the object exists."""
+
+    objects: dict = {}
+    requests: list = []
+
+    def _answer(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.requests.append(("POST", self.path, body))
+        name = body["metadata"]["name"]
+        if name in self.objects:
+            return self._answer(409, {"kind": "Status", "reason": "AlreadyExists", "code": 409})
+        self.objects[name] = body
+        self._answer(201, body)
+
+    def do_PATCH(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.requests.append(("PATCH", self.path, body))
+        self.objects[body["metadata"]["name"]] = body
+        self._answer(200, body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_deploy_creates_then_patches_the_inference_service(tmp_path, monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KubernetesAPIStub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "stub",
+        "clusters": [{"name": "stub", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
+        "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "stub"}}],
+        "users": [{"name": "stub", "user": {"token": "not-a-secret"}}],
+    }))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    try:
+        for expected, uri in (("created", "s3://mlflow/artifacts/1/a/artifacts/model"),
+                              ("patched", "s3://mlflow/artifacts/1/b/artifacts/model")):
+            manifest = artifact(dsl.Artifact, tmp_path / f"{expected}.yaml")
+            assert deploy.python_func(storage_uri=uri, endpoint_name="interactavatar",
+                                      namespace="interactavatar-serving", gpu=1, apply=True, manifest=manifest) == expected
+            assert yaml.safe_load((tmp_path / f"{expected}.yaml").read_text())["spec"]["predictor"]["model"]["storageUri"] == uri
+    finally:
+        server.shutdown()
+    methods = [(method, path) for method, path, _ in KubernetesAPIStub.requests]
+    collection = "/apis/serving.kserve.io/v1beta1/namespaces/interactavatar-serving/inferenceservices"
+    assert methods == [("POST", collection), ("POST", collection), ("PATCH", f"{collection}/interactavatar")]
+    patched = KubernetesAPIStub.requests[-1][2]
+    assert patched["spec"]["predictor"]["model"]["storageUri"].endswith("/b/artifacts/model")
+    assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(patched)
+
+
+def test_deploy_without_a_cluster_writes_the_manifest_only(tmp_path):
+    manifest = artifact(dsl.Artifact, tmp_path / "isvc.yaml")
+    assert deploy.python_func(storage_uri="s3://models/x", endpoint_name="e", namespace="n", gpu=0, apply=False,
+                              manifest=manifest) == "written"
+    assert yaml.safe_load((tmp_path / "isvc.yaml").read_text())["metadata"]["name"] == "e"
+    assert deploy.python_func(storage_uri="/local/mlruns/model", endpoint_name="e", namespace="n", gpu=0,
+                              apply=False, manifest=manifest) == "not deployable"
