@@ -99,7 +99,7 @@ def bench_size(name: str, cfg: InteractAvatarConfig, batch: int, repeats: int) -
 
 
 def run(quick: bool = False) -> dict:
-    sizes, repeats = (QUICK, 2) if quick else (SIZES, 10)
+    sizes, repeats = (QUICK, 2) if quick else (SIZES, 12)
     return {
         "title": "Dual-stream training step vs AIM alone (256:704 motion:video, fp32, CPU)",
         "goal": f"ratio (dual / AIM alone) <= 1.15; arithmetic floor 1 + (256/704)^2 = {FLOOR:.3f}",
