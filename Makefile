@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.torch_extensions
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast bench lint lock
+.PHONY: setup demo test test-fast bench lint lock isvc pipeline
 
 # ONE pip command resolves every dependency together (a separate kserve[storage] install breaks
 # dvc-s3's botocore pin); constraints.txt pins the resolved set.
@@ -36,6 +36,16 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
+
+# The InferenceService manifest under k8s/ is generated from the kserve SDK's models (a test
+# checks the committed file is current).
+isvc: $(STAMP)
+	$(VENV)/bin/interactavatar serve manifest > k8s/serving/inferenceservice.yaml.tmp
+	mv k8s/serving/inferenceservice.yaml.tmp k8s/serving/inferenceservice.yaml
+
+# The compiled pipeline YAML is committed (a test recompiles and compares).
+pipeline: $(STAMP)
+	$(VENV)/bin/interactavatar pipeline compile
 
 # Regenerate constraints.txt from the current environment after changing pyproject.toml.
 lock: $(STAMP)

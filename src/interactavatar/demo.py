@@ -1,58 +1,139 @@
-"""`interactavatar demo`: the main job on embedded defaults, on the CPU.
+"""`interactavatar demo`: the product on one machine, with embedded defaults.
 
-Until the training pipeline lands, the demo synthesises a small dataset, initialises a demo-preset
-model directory (random weights) and samples a video with its motion from a held-out clip's
-reference frame, sentence and speech.
+1. Synthesise the demo dataset and version it: a git + DVC repository with a DVC remote.
+2. Run the whole KFP pipeline with the local runner (MLflow on SQLite, the CPU): validate, train
+   the four stages, evaluate, register (the gate promotes the first model).
+3. Start the model server on 127.0.0.1 with the champion (models:/interactavatar@champion), send it
+   one held-out clip's reference frame, sentence and speech, and write the mp4 it answers.
+4. Print where the MLflow runs, the validation report and the evaluation report are; stop the server.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+# Budgets that learn something on a 2-core CPU in minutes (see BENCHMARKS.md); each is a
+# pipeline parameter, overridable with --param.
+DEMO_PARAMS = {
+    "preset": "demo", "vae_steps": 200, "pim_steps": 600, "audio_steps": 150, "joint_steps": 150,
+    "batch_size": 8, "learning_rate": 1e-3, "eval_clips": 8, "eval_steps": 20, "apply_deployment": False,
+}
+
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    demo = subparsers.add_parser("demo", help="run the main job on embedded defaults (CPU, small model)")
+    demo = subparsers.add_parser("demo", help="data -> pipeline -> champion -> endpoint -> mp4, on this machine")
     demo.add_argument("--out", type=Path, default=Path("demo_out"))
-    demo.add_argument("--preset", default="demo")
-    demo.add_argument("--num-clips", type=int, default=4)
-    demo.add_argument("--steps", type=int, help="sampling steps (default: the preset's)")
+    demo.add_argument("--num-clips", type=int, default=160)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter")
     demo.set_defaults(func=run_demo)
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def _run(command: list[str], cwd: Path, env: dict) -> str:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(command)} (in {cwd}) failed:\n{result.stdout}{result.stderr}")
+    return result.stdout.strip()
+
+
+def version_demo_data(repo: Path, num_clips: int, seed: int, preset_name: str, env: dict) -> str:
+    """A git repository whose data/synth is tracked by DVC and pushed to a local DVC remote;
+    returns the data revision. Reused when it exists."""
     from interactavatar.config import preset
-    from interactavatar.data.schema import read_manifest, read_meta
     from interactavatar.data.synth import SynthSpec, synthesize
-    from interactavatar.generation import InteractAvatarPipeline
-    from interactavatar.media import load_speech, read_video
-    from interactavatar.model.directory import init_model_directory
+
+    dvc = str(Path(sys.executable).parent / "dvc")
+    if not (repo / "data" / "synth.dvc").is_file():
+        repo.mkdir(parents=True, exist_ok=True)
+        _run(["git", "init", "-q"], repo, env)
+        _run(["git", "config", "user.email", "demo@interactavatar.invalid"], repo, env)
+        _run(["git", "config", "user.name", "interactavatar demo"], repo, env)
+        _run([dvc, "init", "-q"], repo, env)
+        _run([dvc, "remote", "add", "-d", "local", str((repo.parent / "dvc-remote").resolve())], repo, env)
+        cfg = preset(preset_name)
+        synthesize(repo / "data" / "synth", num_clips, seed, SynthSpec(
+            width=cfg.video_size[1], height=cfg.video_size[0], num_frames=cfg.num_frames, fps=cfg.audio.fps))
+        _run([dvc, "add", "-q", "data/synth"], repo, env)
+        _run(["git", "add", "-A"], repo, env)
+        _run(["git", "commit", "-qm", f"demo data: {num_clips} synthetic clips, seed {seed}"], repo, env)
+        _run([dvc, "push", "-q"], repo, env)
+    return _run(["git", "rev-parse", "HEAD"], repo, env)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request_video(data_dir: Path, out: Path, env: dict, seed: int) -> dict:
+    """Serve the champion on loopback, send one held-out clip, write its answer; stop the server."""
+    import numpy as np
+    from PIL import Image
+
+    from interactavatar.data.schema import read_manifest, read_meta
+    from interactavatar.media import read_video
+    from interactavatar.serve.client import EndpointClient
+
+    entry = next(e for e in read_manifest(data_dir) if e.split == "test")
+    clip = data_dir / entry.path
+    meta = read_meta(clip)
+    image = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(read_video(clip / meta.video)[0][0])).save(image, format="PNG")
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "interactavatar.cli", "serve", "--model", "models:/interactavatar@champion",
+         "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=open(out / "server.log", "w"))
+    client = EndpointClient(f"http://127.0.0.1:{port}")
+    try:
+        client.wait_ready(timeout_s=300)
+        started = time.perf_counter()
+        result = client.generate(image.getvalue(), (clip / "audio.wav").read_bytes(), meta.text,
+                                 {"seed": seed, "return_motion": True, "face_box": [float(v) for v in meta.face[0]]})
+        latency = time.perf_counter() - started
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=60)
+    (out / "demo.mp4").write_bytes(result.videos["video"])
+    (out / "demo_motion.mp4").write_bytes(result.videos["motion"])
+    return {"clip": entry.clip_id, "text": meta.text, "endpoint_latency_s": round(latency, 2)}
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from interactavatar.pipeline_commands import parse_params, run_local
 
     started = time.perf_counter()
-    cfg = preset(args.preset)
-    data_dir, model_dir = args.out / "data", args.out / "model"
-    spec = SynthSpec(width=cfg.video_size[1], height=cfg.video_size[0], num_frames=cfg.num_frames,
-                     fps=cfg.audio.fps, sample_rate=cfg.audio.sample_rate)
-    entries = synthesize(data_dir, args.num_clips, args.seed, spec)
-    init_model_directory(args.preset, model_dir, seed=args.seed)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{out}/mlflow.db"),
+           "DVC_NO_ANALYTICS": "1"}
+    os.environ.update(env)
+    params = {**DEMO_PARAMS, **parse_params(args.param)}
+    repo = out / "data-repo"
+    revision = version_demo_data(repo, args.num_clips, args.seed, params["preset"], env)
+    data_seconds = time.perf_counter() - started
 
-    held_out = next((e for e in entries if e.split != "train"), entries[0])
-    clip_dir = data_dir / held_out.path
-    meta = read_meta(clip_dir)
-    reference = read_video(clip_dir / meta.video)[0][0]
-    speech = load_speech(clip_dir / (meta.audio or "audio.wav"), cfg.audio.sample_rate)
-    pipeline = InteractAvatarPipeline.from_pretrained(model_dir)
-    result = pipeline(reference, meta.text, speech, steps=args.steps, seed=args.seed,
-                      face_box=tuple(meta.face[0]))
-    video_path, motion_path = args.out / "demo.mp4", args.out / "demo_motion.mp4"
-    result.save(video_path, motion_path)
+    pipeline = run_local({"data_repo": str(repo), "data_rev": revision, "seed": args.seed, **params}, out / "work")
+    request = request_video(repo / "data" / "synth", out, env, args.seed)
+    run_root = max((out / "work" / "kfp").iterdir(), key=lambda p: p.stat().st_mtime)
     summary = {
-        "video": str(video_path), "motion": str(motion_path), "text": meta.text, "clip": held_out.clip_id,
-        "dataset": str(data_dir), "clips": len(read_manifest(data_dir)), "model": str(model_dir),
-        "wall_s": round(time.perf_counter() - started, 2), **{k: round(v, 3) for k, v in result.timings.items()},
+        "video": str(out / "demo.mp4"), "motion": str(out / "demo_motion.mp4"), **request,
+        "data_repo": str(repo), "data_rev": revision,
+        "mlflow": f"mlflow ui --backend-store-uri {env['MLFLOW_TRACKING_URI']}",
+        "validation_report": str(run_root / "validate-data" / "report"),
+        "evaluation_report": str(run_root / "evaluate" / "report"),
+        "metrics": str(run_root / "evaluate" / "metrics_file"),
+        "data_s": round(data_seconds, 1), "pipeline_s": pipeline["wall_s"],
+        "wall_s": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(summary, indent=1))
     return 0

@@ -1,7 +1,7 @@
 """Builds of the kustomizations in k8s/, shared by the infra tests.
 
 The builds run on a copy of k8s/ whose secrets/*.env files are made from the committed
-*.env.example files, exactly as docs/cluster.md tells an operator to do (with real values).
+*.env.example files, exactly as the README ("Running on a cluster") tells an operator to do (with real values).
 """
 
 import functools

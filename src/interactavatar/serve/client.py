@@ -56,7 +56,7 @@ class EndpointClient:
 
     def generate(self, image: bytes, audio: bytes, text: str, options: dict | None = None,
                  pose_video: bytes | None = None) -> EndpointResult:
-        """image: PNG/JPEG bytes; audio: WAV bytes; options: see docs/serving.md."""
+        """image: PNG/JPEG bytes; audio: WAV bytes; options: see the README, "Serving"."""
         fields = {"image": image, "audio": audio, "text": text.encode(), "pose_video": pose_video,
                   "options": json.dumps(options).encode() if options else None}
         fields = {name: value for name, value in fields.items() if value is not None}
