@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +90,21 @@ def _newest_version(client, name: str) -> int:
     return max((int(v.version) for v in client.search_model_versions(f"name='{name}'")), default=0)
 
 
+def _set_alias(client, name: str, alias: str, version) -> None:
+    """Point `alias` at `version`. Retried: an MLflow server inserts a new alias without a lock, so
+    two first-time setters can collide on its unique key; the loser's retry is an update."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(5):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except MlflowException:
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 def _reconcile(client, name: str, gate: Gate) -> str | None:
     """Point the aliases at the chain's last two versions; returns the champion's version.
 
@@ -99,9 +115,9 @@ def _reconcile(client, name: str, gate: Gate) -> str | None:
         newest = _newest_version(client, name)
         chain = champion_chain(client, name, gate)
         if chain:
-            client.set_registered_model_alias(name, CHAMPION, chain[-1].version)
+            _set_alias(client, name, CHAMPION, chain[-1].version)
             if len(chain) > 1:
-                client.set_registered_model_alias(name, PREVIOUS, chain[-2].version)
+                _set_alias(client, name, PREVIOUS, chain[-2].version)
         if _newest_version(client, name) == newest:
             # Versions come back as int from SQLite and as str over HTTP.
             return str(chain[-1].version) if chain else None

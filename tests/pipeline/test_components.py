@@ -44,7 +44,7 @@ def test_pipeline_shape():
 
 
 def test_validate_data_fetches_at_a_revision_and_fails_on_bad_data(data_repo, tmp_path):
-    from conftest import git
+    from data_repo import git
 
     revision = validate_data.python_func(
         data_repo=str(data_repo), data_rev="", data_path="data/synth",
