@@ -17,8 +17,7 @@ def test_round_trip_shapes_for_one_plus_4k_frames(vae, frames):
     latents = vae.encode(pixels)
     assert latents.shape == (1, 4, 1 + (frames - 1) // 4, 8, 4)
     decoded = vae.decode(latents)
-    assert decoded.shape == pixels.shape
-    assert decoded.min() >= -1 and decoded.max() <= 1
+    assert decoded.shape == pixels.shape and torch.isfinite(decoded).all()
 
 
 def test_encoder_is_causal_in_time(vae):

@@ -138,12 +138,17 @@ class CausalVAE(nn.Module):
         return (mean - self.cfg.latent_mean) / self.cfg.latent_std
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents [B, Cz, 1+k, h, w] -> pixels [B, 3, 1+4k, h*s, w*s] in [-1, 1]."""
+        """Normalised latents [B, Cz, 1+k, h, w] -> pixels [B, 3, 1+4k, h*s, w*s], about [-1, 1].
+
+        Not clamped: a clamp would zero the gradient of every pixel predicted past the range, and a
+        VAE that overshoots on thin bright lines (motion videos) would never pull them back. Clamp
+        when turning the result into an image.
+        """
         x = self.decoder_in(latents * self.cfg.latent_std + self.cfg.latent_mean)
         for level in self.decoder_levels:
             x = level(x)
         p = self.cfg.patch_size
-        return rearrange(self.decoder_out(x), "b (c ph pw) t h w -> b c t (h ph) (w pw)", ph=p, pw=p).clamp(-1, 1)
+        return rearrange(self.decoder_out(x), "b (c ph pw) t h w -> b c t (h ph) (w pw)", ph=p, pw=p)
 
     def save_pretrained(self, directory: str | Path) -> None:
         save_config_and_weights(directory, self.cfg, self.state_dict())
