@@ -106,8 +106,9 @@ def test_killed_process_resumes_to_bit_identical_weights(trained, tiny_dataset, 
                 str(tiny_dataset), "--vae", str(trained / "vae"), "--out", str(out), "--steps", "12",
                 "--checkpoint-every", "4", "--batch-size", "2", "--lr", "2e-3"]
 
-    # A fresh process group per run: this test process's own DeepSpeed rendezvous must not leak in.
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    # This test process's own DeepSpeed rendezvous port must not leak into its children.
+    assert "MASTER_PORT" not in os.environ
+    env = dict(os.environ)
     assert subprocess.run(command(tmp_path / "straight"), capture_output=True, timeout=600, env=env).returncode == 0
     process = subprocess.Popen(command(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     pointer = tmp_path / "killed" / "checkpoints" / "LATEST"

@@ -60,15 +60,23 @@ def init_distributed() -> None:
 
     if torch.distributed.is_initialized():
         return
-    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
-        os.environ.setdefault(key, value)
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    # A launcher (torchrun) sets these; alone, this process is rank 0 of 1. The rendezvous address
+    # we set is removed again once it is used, so that processes started later (a pipeline's tasks)
+    # pick their own port instead of inheriting this one; DeepSpeed reads the ranks later on.
+    defaults = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(_free_port())}
+    added = [key for key in defaults if key not in os.environ]
+    os.environ.update({key: defaults[key] for key in added})
     if not torch.cuda.is_available():
         # DeepSpeed JIT-compiles a shared-memory all-reduce for CPU ranks (40+ s of g++) even for
         # one process; gloo does the job. The module must be imported by path: the package
         # attribute `deepspeed.comm.torch` is the torch module itself.
         importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    finally:
+        for key in set(added) & {"MASTER_ADDR", "MASTER_PORT"}:
+            os.environ.pop(key, None)
 
 
 def device() -> torch.device:
