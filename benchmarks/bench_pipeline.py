@@ -42,7 +42,8 @@ def run(quick: bool = False) -> dict:
                 del os.environ["MLFLOW_TRACKING_URI"]
             else:
                 os.environ["MLFLOW_TRACKING_URI"] = previous
-    seconds = {r.data.tags.get("stage"): (r.info.end_time - r.info.start_time) / 1000 for r in runs}
+    seconds = {r.data.tags.get("stage"): (r.info.end_time - r.info.start_time) / 1000 + r.data.metrics.get("setup_s", 0)
+               for r in runs}
     compute = sum(seconds.get(stage, 0.0) for stage in STAGES)
     return {
         "title": "Local pipeline: wall time vs the stages' own compute (tiny preset, KFP local runner)",
@@ -51,8 +52,12 @@ def run(quick: bool = False) -> dict:
             "steps per stage": steps["pim_steps"],
             "pipeline wall s": summary["wall_s"],
             **{f"{stage} s": round(seconds.get(stage, 0.0), 1) for stage in STAGES},
-            "ratio": {"median": round(summary["wall_s"] / compute, 3), "iqr": ("-", "-")},
+            "ratio": round(summary["wall_s"] / compute, 3),
         }],
-        "notes": ["Stage time is its MLflow run's duration (model load, feature cache, training, writing the "
-                  "model directory); everything else, including validate_data and register, counts as overhead."],
+        "notes": ["Stage time = its MLflow run's duration plus its logged setup_s (model build, feature cache, "
+                  "DeepSpeed start, training, writing the model directory); evaluate's run only records its logging. "
+                  "Everything else counts as overhead: validate_data and register, and per task a fresh Python "
+                  "process importing torch, DeepSpeed, MLflow and KFP (5-7 s each on 2 cores). At the tiny preset "
+                  "the stages compute for about a second each, so the ratio measures those fixed costs; the demo "
+                  "budget (README, `make demo`) is where the goal applies."],
     }

@@ -165,6 +165,7 @@ def run_stage(spec: StageSpec, stop_after: int | None = None) -> Path:
 
     `stop_after`: end early after that many steps this call (a simulated preemption for tests).
     """
+    started = time.perf_counter()
     torch.manual_seed(spec.seed)
     device = ds.device()
     objective, trained, data = _prepare(spec, device)
@@ -180,6 +181,8 @@ def run_stage(spec: StageSpec, stop_after: int | None = None) -> Path:
         run.log_params({"stage": dataclasses.asdict(spec) | {"out": str(spec.out), "data": str(spec.data)},
                         "model": getattr(trained, "cfg", None) and dataclasses.asdict(trained.cfg)})
         run.set_tags({**lineage, "stage": spec.stage, "preset": spec.preset})
+        # Building the model, caching features and starting DeepSpeed happen before the run opens.
+        run.log_metrics({"setup_s": time.perf_counter() - started}, step=start)
         window_start, window_steps = time.perf_counter(), 0
         for step in range(start, spec.steps):
             for micro in range(accumulation):
