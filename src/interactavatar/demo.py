@@ -24,7 +24,7 @@ from pathlib import Path
 # Budgets that learn something on a 2-core CPU in minutes (see BENCHMARKS.md); each is a
 # pipeline parameter, overridable with --param.
 DEMO_PARAMS = {
-    "preset": "demo", "vae_steps": 200, "pim_steps": 600, "audio_steps": 150, "joint_steps": 150,
+    "preset": "demo", "vae_steps": 600, "pim_steps": 600, "audio_steps": 150, "joint_steps": 150,
     "batch_size": 8, "learning_rate": 1e-3, "eval_clips": 8, "eval_steps": 20, "apply_deployment": False,
 }
 

@@ -151,3 +151,13 @@ def test_cli_names_missing_inputs(tiny_dataset, tmp_path, capsys):
                  "--vae", str(tmp_path / "no-vae"), "--steps", "1"])
     assert code == 2 and "no-vae" in capsys.readouterr().err
     assert json.dumps  # the CLI prints JSON on success; failures above print nothing to stdout
+
+
+def test_foreground_weights_single_out_what_stands_from_the_background():
+    from interactavatar.train.objectives import foreground_weights
+
+    pixels = -torch.ones(1, 3, 1, 8, 8)
+    pixels[:, 1, :, 2, 3] = 1.0  # one bright line pixel on black, as in a motion video
+    weights = foreground_weights(pixels, 20.0)
+    assert weights.shape == (1, 1, 1, 8, 8)
+    assert weights[0, 0, 0, 2, 3] == 21 and weights.sum() == 63 + 21
