@@ -141,8 +141,8 @@ class InteractAvatarConfig:
         kwargs = dict(data)
         for key, part in parts.items():
             if key in kwargs:
-                kwargs[key] = _build(part, kwargs[key], key)
-        return _build(cls, kwargs, "config")
+                kwargs[key] = build_dataclass(part, kwargs[key], key)
+        return build_dataclass(cls, kwargs, "config")
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -161,7 +161,8 @@ class InteractAvatarConfig:
             raise ValueError(f"{path}: {err}") from err
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+def build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
+    """`cls(**data)`, lists as tuples, refusing fields `cls` does not have (named with `where`)."""
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(known)
     if unknown:

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -69,12 +68,6 @@ def version_demo_data(repo: Path, num_clips: int, seed: int, preset_name: str, e
     return _run(["git", "rev-parse", "HEAD"], repo, env)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def request_video(data_dir: Path, out: Path, env: dict, seed: int) -> dict:
     """Serve the champion on loopback, send one held-out clip, write its answer; stop the server."""
     import numpy as np
@@ -83,13 +76,14 @@ def request_video(data_dir: Path, out: Path, env: dict, seed: int) -> dict:
     from interactavatar.data.schema import read_manifest, read_meta
     from interactavatar.media import read_video
     from interactavatar.serve.client import EndpointClient
+    from interactavatar.train.engine import free_port
 
     entry = next(e for e in read_manifest(data_dir) if e.split == "test")
     clip = data_dir / entry.path
     meta = read_meta(clip)
     image = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(read_video(clip / meta.video)[0][0])).save(image, format="PNG")
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "interactavatar.cli", "serve", "--model", "models:/interactavatar@champion",
          "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=open(out / "server.log", "w"))

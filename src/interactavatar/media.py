@@ -1,4 +1,8 @@
-"""Images, speech and video files: PyAV for video, soundfile for audio, PIL for images."""
+"""Images, speech and video files: PyAV for video, soundfile for audio, PIL for images.
+
+`read_video` and `resample` are the data package's (`interactavatar.data.clipio`), re-exported here
+for generation and serving.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ import numpy as np
 import pyloudnorm
 import soundfile
 from PIL import Image, UnidentifiedImageError
-from scipy.signal import resample_poly
+
+from interactavatar.data.clipio import read_video as read_video  # re-exported
+from interactavatar.data.clipio import resample
 
 TARGET_LOUDNESS_LUFS = -23.0
 SILENCE_RMS = 1e-4
@@ -64,11 +70,7 @@ def load_speech(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
         waveform, source_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError) as err:
         raise ValueError(f"{path}: not readable audio ({err})") from err
-    mono = waveform.mean(axis=1)
-    if source_rate != sample_rate:
-        divisor = np.gcd(source_rate, sample_rate)
-        mono = resample_poly(mono, sample_rate // divisor, source_rate // divisor).astype(np.float32)
-    return normalize_loudness(mono, sample_rate)
+    return normalize_loudness(resample(waveform.mean(axis=1), source_rate, sample_rate), sample_rate)
 
 
 def write_video(
@@ -105,17 +107,6 @@ def write_video(
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-
-
-def read_video(path: str | Path) -> tuple[np.ndarray, float]:
-    """All frames [T, H, W, 3] uint8 and the frame rate."""
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-            return np.stack(frames), float(stream.average_rate)
-    except (av.error.FFmpegError, IndexError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable video ({err})") from err
 
 
 def has_audio_stream(path: str | Path) -> bool:

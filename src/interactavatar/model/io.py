@@ -61,14 +61,12 @@ def save_config_and_weights(directory: str | Path, cfg, state_dict: dict[str, to
 
 def load_dataclass(cls, path: str | Path):
     """Build dataclass `cls` from a YAML file, naming the file and field on bad input."""
+    from interactavatar.config import build_dataclass
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config not found")
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of config fields")
-    known = {field.name for field in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown field(s) {unknown}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    return build_dataclass(cls, data, str(path))

@@ -48,7 +48,8 @@ class EngineConfig:
         }
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port free on 127.0.0.1 now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -64,7 +65,7 @@ def init_distributed() -> None:
     # we set is removed again once it is used, so that processes started later (a pipeline's tasks)
     # pick their own port instead of inheriting this one; DeepSpeed reads the ranks later on.
     defaults = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(_free_port())}
+                "MASTER_PORT": str(free_port())}
     added = [key for key in defaults if key not in os.environ]
     os.environ.update({key: defaults[key] for key in added})
     if not torch.cuda.is_available():

@@ -141,22 +141,23 @@ def _batch(spec: StageSpec, data, position: int, device: torch.device) -> dict:
     return cache.select(sample_indices(position, batch_size, len(cache), spec.seed), device)
 
 
-def _write_outputs(spec: StageSpec, trained) -> None:
+def _write_outputs(spec: StageSpec, trained, data) -> None:
     """The final model directory at the top of --out, each file replaced atomically."""
     if spec.stage == "vae":
-        _calibrate_latent_scale(trained, spec)
+        _calibrate_latent_scale(trained, videos=data[0])
         trained.save_pretrained(spec.out)
         return
     write_model_files(trained, spec.out)
 
 
 @torch.no_grad()
-def _calibrate_latent_scale(vae: CausalVAE, spec: StageSpec) -> None:
-    """Store the latents' mean and std so that diffusion sees unit-scale latents (as Wan's VAE does)."""
+def _calibrate_latent_scale(vae: CausalVAE, videos: torch.Tensor) -> None:
+    """Store the latents' mean and std so that diffusion sees unit-scale latents (as Wan's VAE does).
+
+    videos: the stage's training videos [N, 3, F, H, W], already in memory; the first 16 suffice.
+    """
     vae.cfg.latent_mean, vae.cfg.latent_std = 0.0, 1.0
-    dataset = _clip_dataset(spec, preset(spec.preset))
-    samples = torch.stack([dataset[i]["video"] for i in range(min(len(dataset), 16))])
-    latents = vae.eval().encode(samples.to(next(vae.parameters()).device))
+    latents = vae.eval().encode(videos[:16].to(next(vae.parameters()).device))
     vae.cfg.latent_mean, vae.cfg.latent_std = latents.mean().item(), max(latents.std().item(), 1e-3)
 
 
@@ -204,7 +205,7 @@ def run_stage(spec: StageSpec, stop_after: int | None = None) -> Path:
             if stop_after is not None and done - start >= stop_after:
                 return spec.out
         if engine.global_rank == 0:
-            _write_outputs(spec, trained)
+            _write_outputs(spec, trained, data)
             run.log_model_directory(spec.out, MODEL_ENTRIES)
     return spec.out
 
