@@ -17,6 +17,7 @@ from interactavatar.model import InteractAvatar
 from interactavatar.train.curriculum import Curriculum
 from interactavatar.train.engine import EngineConfig, create_engine
 from interactavatar.train.objectives import PIMObjective
+from interactavatar.train.sampling import StepRandomness
 from interactavatar.train.tracking import peak_memory_mb
 
 
@@ -43,13 +44,13 @@ def bench_preset(name: str, batch: int, repeats: int) -> dict:
     steps = {"deepspeed": 0, "torch": 0}
 
     def deepspeed_step():
-        outputs = engine(data, torch.Generator().manual_seed(steps["deepspeed"]))
+        outputs = engine(data, StepRandomness.keyed(0, steps["deepspeed"], range(batch)))
         engine.backward(outputs["loss"])
         engine.step()
         steps["deepspeed"] += 1
 
     def torch_step():
-        loss = plain(data, torch.Generator().manual_seed(steps["torch"]))["loss"]
+        loss = plain(data, StepRandomness.keyed(0, steps["torch"], range(batch)))["loss"]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(plain.parameters(), engine_cfg.gradient_clipping)
         optimizer.step()

@@ -34,7 +34,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--checkpoint-every", type=int, default=50)
         parser.add_argument("--log-every", type=int, default=10)
         parser.add_argument("--batch-size", type=int, default=4, help="micro-batch per process")
-        parser.add_argument("--grad-accum", type=int, default=1)
+        parser.add_argument("--grad-accum", type=int, default=1,
+                            help="micro-batches per optimizer step (global batch: batch-size x processes x grad-accum)")
         parser.add_argument("--lr", type=float, default=1e-4)
         parser.add_argument("--warmup-steps", type=int, default=0)
         parser.add_argument("--zero-stage", type=int, default=2, choices=(0, 1, 2, 3))

@@ -92,7 +92,9 @@ def create_engine(module: nn.Module, cfg: EngineConfig):
 
     init_distributed()
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    module.to(device())
+    # DeepSpeed leaves the module's mode alone, and a model loaded from a directory comes in eval
+    # mode, where the blocks skip activation checkpointing.
+    module.to(device()).train()
     trainable = [p for p in module.parameters() if p.requires_grad]
     engine, _, _, _ = deepspeed.initialize(
         model=module, model_parameters=trainable, config=cfg.deepspeed_config(use_bf16)

@@ -1,9 +1,9 @@
 """What each stage minimises. Each objective is the module DeepSpeed wraps: it owns the trainable
 network and returns {"loss": scalar, ...metrics} for a batch of cached features.
 
-Every random draw of a step (timesteps, noise, condition dropout, curriculum task) comes from the
-step's own generator, so a step's batch and noise depend only on (seed, step): a resumed run
-repeats exactly what an uninterrupted one would have done.
+Every random draw comes from the micro-batch's `StepRandomness`: per sample (timestep, noise,
+condition dropout) from that sample's own generator, per step (curriculum task, pose-driven) from the
+step's. So a sample is noised alike on any rank, and a resumed run repeats an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -15,22 +15,23 @@ from interactavatar.flow import add_noise, flow_loss, null_text, sample_training
 from interactavatar.model import InteractAvatar
 from interactavatar.model.vae import CausalVAE
 from interactavatar.train.curriculum import Curriculum, task_latents
+from interactavatar.train.sampling import StepRandomness
 
 
-def _randn_like(tensor: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return torch.randn(tensor.shape, generator=generator).to(tensor.device, tensor.dtype)
+def _sigmas(randomness: StepRandomness, shift: float, device: torch.device) -> torch.Tensor:
+    return randomness.each(lambda generator: sample_training_sigmas(1, shift, generator)).to(device)
 
 
-def _drop_text(batch: dict, probability: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _drop_text(batch: dict, probability: float, randomness: StepRandomness) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace each sample's text by the null condition with `probability` (for text guidance)."""
     text, mask = batch["text"], batch["text_mask"]
     empty_text, empty_mask = null_text(text, mask)
-    drop = (torch.rand(text.shape[0], generator=generator) < probability).to(text.device)
+    drop = (randomness.uniform() < probability).to(text.device)
     return torch.where(drop[:, None, None], empty_text, text), torch.where(drop[:, None], empty_mask, mask)
 
 
-def _drop_audio(windows: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
-    keep = (torch.rand(windows.shape[0], generator=generator) >= probability).to(windows.device, windows.dtype)
+def _drop_audio(windows: torch.Tensor, probability: float, randomness: StepRandomness) -> torch.Tensor:
+    keep = (randomness.uniform() >= probability).to(windows.device, windows.dtype)
     return windows * keep.view(-1, *([1] * (windows.dim() - 1)))
 
 
@@ -54,10 +55,10 @@ class VAEObjective(nn.Module):
         super().__init__()
         self.vae, self.kl_weight, self.foreground_weight = vae, kl_weight, foreground_weight
 
-    def forward(self, batch: dict, generator: torch.Generator) -> dict:
+    def forward(self, batch: dict, randomness: StepRandomness) -> dict:
         pixels = batch["pixels"]  # [B, 3, F, H, W] in [-1, 1]
         mean, logvar = self.vae.encode_distribution(pixels)
-        latents = mean + torch.exp(0.5 * logvar) * _randn_like(mean, generator)
+        latents = mean + torch.exp(0.5 * logvar) * randomness.normal_like(mean)
         reconstruction = self.vae.decode((latents - self.vae.cfg.latent_mean) / self.vae.cfg.latent_std)
         error = (reconstruction - pixels).abs()
         weighted = (error * foreground_weights(pixels, self.foreground_weight)).mean()
@@ -73,12 +74,12 @@ class PIMObjective(nn.Module):
         self.pim = model.pim
         self.curriculum, self.shift, self.text_dropout = curriculum, shift, text_dropout
 
-    def forward(self, batch: dict, generator: torch.Generator) -> dict:
-        task = self.curriculum.task(generator)
+    def forward(self, batch: dict, randomness: StepRandomness) -> dict:
+        task = self.curriculum.task(randomness.step)
         latents, clean_frames = task_latents(task, batch["motion"])
-        sigmas = sample_training_sigmas(latents.shape[0], self.shift, generator).to(latents.device)
-        stream = add_noise(latents, batch["motion_reference"], sigmas, _randn_like(latents, generator), clean_frames)
-        text, mask = _drop_text(batch, self.text_dropout, generator)
+        sigmas = _sigmas(randomness, self.shift, latents.device)
+        stream = add_noise(latents, batch["motion_reference"], sigmas, randomness.normal_like(latents), clean_frames)
+        text, mask = _drop_text(batch, self.text_dropout, randomness)
         loss = flow_loss(self.pim(*stream.noisy, text, mask), stream)
         return {"loss": loss, f"loss_{task}": loss.detach()}
 
@@ -94,12 +95,12 @@ class AudioObjective(nn.Module):
         self.model = model
         self.shift, self.text_dropout, self.audio_dropout = shift, text_dropout, audio_dropout
 
-    def forward(self, batch: dict, generator: torch.Generator) -> dict:
+    def forward(self, batch: dict, randomness: StepRandomness) -> dict:
         video = batch["video"]
-        sigmas = sample_training_sigmas(video.shape[0], self.shift, generator).to(video.device)
-        stream = add_noise(video, batch["video_reference"], sigmas, _randn_like(video, generator))
-        text, mask = _drop_text(batch, self.text_dropout, generator)
-        audio = _drop_audio(batch["audio_windows"], self.audio_dropout, generator)
+        sigmas = _sigmas(randomness, self.shift, video.device)
+        stream = add_noise(video, batch["video_reference"], sigmas, randomness.normal_like(video))
+        text, mask = _drop_text(batch, self.text_dropout, randomness)
+        audio = _drop_audio(batch["audio_windows"], self.audio_dropout, randomness)
         velocity, _ = self.model(text, mask, video=stream.noisy, audio_windows=audio, face_mask=batch["face_mask"])
         loss = flow_loss(velocity, stream)
         return {"loss": loss, "video_loss": loss.detach()}
@@ -116,15 +117,15 @@ class JointObjective(nn.Module):
         self.shift, self.text_dropout, self.audio_dropout = shift, text_dropout, audio_dropout
         self.clean_motion_probability, self.motion_weight = clean_motion_probability, motion_weight
 
-    def forward(self, batch: dict, generator: torch.Generator) -> dict:
+    def forward(self, batch: dict, randomness: StepRandomness) -> dict:
         video, motion = batch["video"], batch["motion"]
-        sigmas = sample_training_sigmas(video.shape[0], self.shift, generator).to(video.device)
-        video_stream = add_noise(video, batch["video_reference"], sigmas, _randn_like(video, generator))
-        pose_driven = torch.rand((), generator=generator).item() < self.clean_motion_probability
+        sigmas = _sigmas(randomness, self.shift, video.device)
+        video_stream = add_noise(video, batch["video_reference"], sigmas, randomness.normal_like(video))
+        pose_driven = torch.rand((), generator=randomness.step).item() < self.clean_motion_probability
         clean_frames = motion.shape[2] if pose_driven else 0
-        motion_stream = add_noise(motion, batch["motion_reference"], sigmas, _randn_like(motion, generator), clean_frames)
-        text, mask = _drop_text(batch, self.text_dropout, generator)
-        audio = _drop_audio(batch["audio_windows"], self.audio_dropout, generator)
+        motion_stream = add_noise(motion, batch["motion_reference"], sigmas, randomness.normal_like(motion), clean_frames)
+        text, mask = _drop_text(batch, self.text_dropout, randomness)
+        audio = _drop_audio(batch["audio_windows"], self.audio_dropout, randomness)
         video_velocity, motion_velocity = self.model(
             text, mask, video=video_stream.noisy, motion=motion_stream.noisy, audio_windows=audio,
             face_mask=batch["face_mask"],

@@ -25,6 +25,7 @@ from interactavatar.train.checkpoint import CheckpointManager
 from interactavatar.train.curriculum import Curriculum
 from interactavatar.train.features import FeatureCache, build_cache
 from interactavatar.train.objectives import AudioObjective, JointObjective, PIMObjective, VAEObjective
+from interactavatar.train.sampling import BatchLayout, StepRandomness, clip_indices
 from interactavatar.train.tracking import StageRun, peak_memory_mb
 
 STAGES = ("vae", "pim", "audio", "joint")
@@ -65,21 +66,6 @@ class StageSpec:
                 raise ValueError(f"train {self.stage}: --{name} (the {name} stage's output directory) is required")
         if self.steps < 1 or self.checkpoint_every < 1:
             raise ValueError("train: --steps and --checkpoint-every must be at least 1")
-
-
-def sample_indices(position: int, batch_size: int, count: int, seed: int) -> torch.Tensor:
-    """The clips of micro-batch `position`: epoch-wise permutations seeded by (seed, epoch)."""
-    first = position * batch_size
-    indices = []
-    for sample in range(first, first + batch_size):
-        epoch, offset = divmod(sample, count)
-        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-        indices.append(order[offset].item())
-    return torch.tensor(indices)
-
-
-def _step_generator(seed: int, position: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + position)
 
 
 def _clip_dataset(spec: StageSpec, cfg):
@@ -128,17 +114,26 @@ def _prepare(spec: StageSpec, device: torch.device):
     return objective, bundle, cache
 
 
-def _batch(spec: StageSpec, data, position: int, device: torch.device) -> dict:
-    batch_size = spec.engine.micro_batch_size
+def _micro_batch(spec: StageSpec, data, layout: BatchLayout, step: int, micro: int,
+                 device: torch.device) -> tuple[dict, StepRandomness]:
+    """This rank's slice of micro-batch `micro` of optimizer step `step`, and its random draws."""
+    samples = layout.samples(step, micro)
+    randomness = StepRandomness.keyed(spec.seed, step, samples)
     if spec.stage == "vae":
         videos, motions = data
-        source = videos if position % 2 == 0 else motions
-        indices = sample_indices(position // 2, batch_size, len(source), spec.seed + position % 2)
+        # Videos and motion videos differ in size: a whole step takes one kind, the steps
+        # alternating, each kind in its own epoch order.
+        source = videos if step % 2 == 0 else motions
+        clips = clip_indices(layout.samples(step // 2, micro), len(source), spec.seed + step % 2)
         window = min(spec.vae_window_frames, source.shape[2])
-        start = torch.randint(source.shape[2] - window + 1, (), generator=_step_generator(spec.seed, position)).item()
-        return {"pixels": source[indices, :, start : start + window].to(device)}
+        last_start = source.shape[2] - window
+        starts = randomness.each(lambda generator: torch.randint(last_start + 1, (1,), generator=generator))
+        pixels = torch.stack(
+            [source[clip, :, start : start + window] for clip, start in zip(clips, starts, strict=True)]
+        )
+        return {"pixels": pixels.to(device)}, randomness
     cache: FeatureCache = data
-    return cache.select(sample_indices(position, batch_size, len(cache), spec.seed), device)
+    return cache.select(clip_indices(samples, len(cache), spec.seed), device), randomness
 
 
 def _write_outputs(spec: StageSpec, trained, data) -> None:
@@ -161,9 +156,23 @@ def _calibrate_latent_scale(vae: CausalVAE, videos: torch.Tensor) -> None:
     vae.cfg.latent_mean, vae.cfg.latent_std = latents.mean().item(), max(latents.std().item(), 1e-3)
 
 
+def _global_batch_mean(sums: dict[str, torch.Tensor], layout: BatchLayout) -> dict[str, float]:
+    """A step's metrics, summed over this rank's micro-batches, as means over the global batch.
+
+    A collective: every rank calls it, with the same names (what decides them, such as the
+    curriculum task, is drawn per step).
+    """
+    values = torch.stack(list(sums.values()))
+    torch.distributed.all_reduce(values)
+    return dict(zip(sums, (values / (layout.accumulation * layout.ranks)).tolist(), strict=True))
+
+
 def run_stage(spec: StageSpec, stop_after: int | None = None) -> Path:
     """Train (or resume) a stage to `spec.steps` optimizer steps and write its model directory.
 
+    Under torchrun every process runs this: each trains on its own slice of the global batch
+    (`BatchLayout`), all of them write and read DeepSpeed's checkpoints, and rank 0 alone tracks
+    the run and writes the model directory.
     `stop_after`: end early after that many steps this call (a simulated preemption for tests).
     """
     started = time.perf_counter()
@@ -174,38 +183,48 @@ def run_stage(spec: StageSpec, stop_after: int | None = None) -> Path:
     checkpoints = CheckpointManager(spec.out / "checkpoints")
     state = checkpoints.load(engine)
     start = state["step"] if state else 0
-    accumulation = spec.engine.gradient_accumulation_steps
-    lineage = {"data_rev": spec.data_rev or data_revision(spec.data), "dataset_hash": dataset_hash(spec.data)}
+    # Every process is a data-parallel replica: there is no tensor or pipeline parallelism.
+    layout = BatchLayout(spec.engine.micro_batch_size, spec.engine.gradient_accumulation_steps,
+                         ranks=engine.world_size, rank=engine.global_rank)
+    is_main = engine.global_rank == 0
 
     with StageRun(spec.stage, spec.out / "mlflow_run_id", spec.parent_run_id,
-                  enabled=spec.track and engine.global_rank == 0) as run:
-        run.log_params({"stage": dataclasses.asdict(spec) | {"out": str(spec.out), "data": str(spec.data)},
-                        "model": getattr(trained, "cfg", None) and dataclasses.asdict(trained.cfg)})
-        run.set_tags({**lineage, "stage": spec.stage, "preset": spec.preset})
+                  enabled=spec.track and is_main) as run:
+        if run.enabled:
+            run.log_params({"stage": dataclasses.asdict(spec) | {"out": str(spec.out), "data": str(spec.data)},
+                            "model": getattr(trained, "cfg", None) and dataclasses.asdict(trained.cfg),
+                            "global_batch": layout.global_batch, "processes": layout.ranks})
+            # Hashing reads the whole dataset: only the rank that records it does.
+            run.set_tags({"data_rev": spec.data_rev or data_revision(spec.data),
+                          "dataset_hash": dataset_hash(spec.data), "stage": spec.stage, "preset": spec.preset})
         # Building the model, caching features and starting DeepSpeed happen before the run opens.
         run.log_metrics({"setup_s": time.perf_counter() - started}, step=start)
         window_start, window_steps = time.perf_counter(), 0
         for step in range(start, spec.steps):
-            for micro in range(accumulation):
-                position = step * accumulation + micro
-                outputs = engine(_batch(spec, data, position, device), _step_generator(spec.seed, position))
+            sums: dict[str, torch.Tensor] = {}
+            for micro in range(layout.accumulation):
+                batch, randomness = _micro_batch(spec, data, layout, step, micro, device)
+                outputs = engine(batch, randomness)
+                # DeepSpeed averages over the accumulation steps and ranks, and steps the optimizer
+                # after the last micro-batch only.
                 engine.backward(outputs["loss"])
                 engine.step()
+                for name, value in outputs.items():
+                    sums[name] = sums.get(name, 0) + value.detach()
             window_steps += 1
             done = step + 1
             if done % spec.log_every == 0 or done == spec.steps:
+                metrics = _global_batch_mean(sums, layout)
                 elapsed = time.perf_counter() - window_start
-                samples = window_steps * accumulation * spec.engine.micro_batch_size
-                metrics = {k: v.item() for k, v in outputs.items()}
-                metrics.update(lr=engine.get_lr()[0], samples_per_s=samples / elapsed, **peak_memory_mb())
+                metrics.update(lr=engine.get_lr()[0], samples_per_s=window_steps * layout.global_batch / elapsed,
+                               **peak_memory_mb())
                 run.log_metrics(metrics, step=done)
                 window_start, window_steps = time.perf_counter(), 0
             if done % spec.checkpoint_every == 0 or done == spec.steps:
                 checkpoints.save(engine, done, {"run_id": run.run_id})
             if stop_after is not None and done - start >= stop_after:
                 return spec.out
-        if engine.global_rank == 0:
+        if is_main:
             _write_outputs(spec, trained, data)
             run.log_model_directory(spec.out, MODEL_ENTRIES)
     return spec.out
-
