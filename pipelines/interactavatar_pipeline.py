@@ -2,26 +2,22 @@
 
 from kfp import dsl, kubernetes
 
+from components import IMAGE
 from components.deploy import deploy
 from components.evaluate import evaluate
 from components.register import register
 from components.train_stages import audio_pretrain, joint_finetune, pim_pretrain, vae_pretrain
 from components.validate_data import validate_data
-
-S3_SECRET = "interactavatar-s3"
-ENDPOINTS_CONFIG_MAP = "interactavatar-endpoints"
-ENDPOINT_KEYS = ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "S3_USE_HTTPS", "AWS_DEFAULT_REGION",
-                 "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY")
+from interactavatar.cluster import ENDPOINT_KEYS, ENDPOINTS_CONFIG_MAP, S3_SECRET, S3_SECRET_KEYS
 
 
-def _with_cluster_settings(task, gpus: int = 0):
-    """S3 keys and endpoints from the cluster's Secret and ConfigMap (never inline); GPU training
-    tasks also get a GPU node, its taint tolerated, and a RAM-backed /dev/shm for data loading.
-    A local run ignores all of this."""
-    kubernetes.use_secret_as_env(task, S3_SECRET, {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-                                                   "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
+def _with_cluster_settings(task, gpus=None):
+    """S3 keys and endpoints from the cluster's Secret and ConfigMap (never inline); GPU tasks
+    (`gpus`: a count or a pipeline parameter) also get a GPU node, its taint tolerated, and a
+    RAM-backed /dev/shm for data loading. A local run ignores all of this."""
+    kubernetes.use_secret_as_env(task, S3_SECRET, {key: key for key in S3_SECRET_KEYS})
     kubernetes.use_config_map_as_env(task, ENDPOINTS_CONFIG_MAP, {key: key for key in ENDPOINT_KEYS})
-    if gpus:
+    if gpus is not None:
         task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
         task.set_memory_request("64G").set_cpu_request("8")
         kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
@@ -57,6 +53,12 @@ def interactavatar_pipeline(
     endpoint_gpus: int = 1,
     apply_deployment: bool = True,
     artifacts_destination: str = "s3://mlflow/artifacts",
+    train_num_nodes: int = 1,
+    train_gpus_per_node: int = 1,
+    train_task_gpus: int = 1,
+    trainer_runtime: str = "torch-distributed",
+    trainer_namespace: str = "kubeflow",
+    trainjob_staging_uri: str = "s3://models/trainjobs",
     parent_run_id: str = "",
 ):
     """Train, evaluate, register and deploy InteractAvatar from a DVC-versioned dataset.
@@ -69,21 +71,29 @@ def interactavatar_pipeline(
     5. evaluate: generate on the held-out split; score model, untrained floor, ground truth.
     6. register: a new MLflow model version; the gate decides whether it becomes `champion`.
     7. deploy, only when the gate promoted: the champion behind a KServe InferenceService.
+
+    Training stages run in their task's pod (`train_task_gpus` GPUs) unless `train_num_nodes` > 1:
+    then each training task launches a Kubeflow Trainer TrainJob of that many nodes with
+    `train_gpus_per_node` GPUs each (runtime `trainer_runtime`, in `trainer_namespace`, inputs and
+    output staged under `trainjob_staging_uri`) and waits for it; set `train_task_gpus` to 0 then,
+    since the task itself only waits.
     """
     validated = _with_cluster_settings(validate_data(data_repo=data_repo, data_rev=data_rev, data_path=data_path))
     dataset = validated.outputs["dataset"]
     stage = dict(preset=preset, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                 parent_run_id=parent_run_id)
+                 parent_run_id=parent_run_id, num_nodes=train_num_nodes, gpus_per_node=train_gpus_per_node,
+                 trainer_runtime=trainer_runtime, trainer_namespace=trainer_namespace, trainer_image=IMAGE,
+                 trainjob_staging_uri=trainjob_staging_uri)
 
     vae = _with_cluster_settings(vae_pretrain(dataset=dataset, steps=vae_steps, vae_weights_uri=vae_weights_uri,
-                                              **stage), gpus=1)
+                                              **stage), gpus=train_task_gpus)
     pim = _with_cluster_settings(pim_pretrain(dataset=dataset, vae=vae.outputs["vae"], steps=pim_steps,
-                                              curriculum=curriculum, **stage), gpus=1)
+                                              curriculum=curriculum, **stage), gpus=train_task_gpus)
     audio = _with_cluster_settings(audio_pretrain(dataset=dataset, vae=vae.outputs["vae"], steps=audio_steps,
-                                                  **stage), gpus=1)
+                                                  **stage), gpus=train_task_gpus)
     joint = _with_cluster_settings(joint_finetune(dataset=dataset, vae=vae.outputs["vae"], pim=pim.outputs["pim"],
                                                   audio=audio.outputs["audio"], steps=joint_steps,
-                                                  injection=injection, **stage), gpus=1)
+                                                  injection=injection, **stage), gpus=train_task_gpus)
     scored = _with_cluster_settings(evaluate(dataset=dataset, model=joint.outputs["model"], split=eval_split,
                                              num_clips=eval_clips, steps=eval_steps, seed=seed,
                                              parent_run_id=parent_run_id), gpus=1)

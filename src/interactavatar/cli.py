@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "interactavatar.evaluate.commands",
     "interactavatar.registry_commands",
     "interactavatar.pipeline_commands",
+    "interactavatar.trainjob",
     "interactavatar.demo",
     "interactavatar.serve.commands",
 )

@@ -1,5 +1,6 @@
 """What the pipeline's steps do that no other module does: fetch a DVC-versioned dataset at a
-revision, and put the champion behind an InferenceService. The KFP components call these."""
+revision, train a stage here or on several nodes, and put the champion behind an InferenceService.
+The KFP components call these."""
 
 from __future__ import annotations
 
@@ -40,6 +41,20 @@ def resolve_revision(repo: str, rev: str) -> str:
     return result.stdout.strip() if result.returncode == 0 else rev or "HEAD"
 
 
+def train_stage(spec, nodes, output_uri: str) -> Path:
+    """Train the stage `spec` (a `train.stages.StageSpec`) in this process when `nodes` (a
+    `trainjob.TrainJobSettings`) asks for one node, else as a Kubeflow Trainer TrainJob on
+    `nodes.num_nodes` nodes. `output_uri` is the calling task's output artifact URI (it names
+    the job). Either way the model directory ends up in `spec.out`."""
+    if nodes.num_nodes == 1:
+        from interactavatar.train.stages import run_stage
+
+        return run_stage(spec)
+    from interactavatar.trainjob import run_stage_as_train_job
+
+    return run_stage_as_train_job(spec, nodes, output_uri)
+
+
 def deploy(storage_uri: str, name: str, namespace: str, manifest_path: str | Path, apply: bool,
            gpu: int = 1) -> str:
     """Write the InferenceService for `storage_uri`; with `apply`, create it in the cluster or patch
@@ -56,15 +71,10 @@ def deploy(storage_uri: str, name: str, namespace: str, manifest_path: str | Pat
     Path(manifest_path).write_text(render_manifest(isvc))
     if not apply:
         return "written"
-    from kubernetes import client, config
+    from kubernetes import client
     from kubernetes.client.rest import ApiException
 
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        # Read KUBECONFIG now: the client captured its value when it was first imported.
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-    api = client.CustomObjectsApi()
+    api = custom_objects_api()
     body = client.ApiClient().sanitize_for_serialization(isvc)
     group, version = "serving.kserve.io", "v1beta1"
     try:
@@ -75,3 +85,16 @@ def deploy(storage_uri: str, name: str, namespace: str, manifest_path: str | Pat
             raise
     api.patch_namespaced_custom_object(group, version, namespace, "inferenceservices", name, body)
     return "patched"
+
+
+def custom_objects_api():
+    """The Kubernetes API for custom resources: the pod's ServiceAccount inside the cluster,
+    KUBECONFIG (or ~/.kube/config) outside it."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        # Read KUBECONFIG now: the client captured its value when it was first imported.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+    return client.CustomObjectsApi()

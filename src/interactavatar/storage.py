@@ -96,14 +96,17 @@ def download_file(s3: Minio, uri: str, path: str | Path) -> Path:
     return Path(path)
 
 
-def upload_folder(s3: Minio, folder: str | Path, uri: str) -> list[str]:
-    """Upload every file under `folder` to uri/<relative path>; returns the object keys."""
+def upload_folder(s3: Minio, folder: str | Path, uri: str, exclude: tuple[str, ...] = ()) -> list[str]:
+    """Upload every file under `folder` to uri/<relative path>, except those under the top-level
+    entries named in `exclude`; returns the object keys."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"storage: {folder} is not a folder")
     bucket, prefix = parse_uri(uri)
     keys = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.relative_to(folder).parts[0] in exclude:
+            continue
         key = str(PurePosixPath(prefix) / path.relative_to(folder).as_posix()) if prefix else path.relative_to(
             folder).as_posix()
         s3.fput_object(bucket, key, str(path))

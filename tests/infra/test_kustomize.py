@@ -176,15 +176,15 @@ def _allowed(objects, namespace: str, group: str, resource: str, verb: str) -> b
 def test_pipeline_runner_may_deploy_and_launch_training(build, overlay):
     objects = build(overlay)
     serving_namespace = ISVC[2]
+    # What interactavatar.orchestration.deploy and interactavatar.trainjob call.
     wanted = [
-        (serving_namespace, "serving.kserve.io", "inferenceservices"),
-        ("kubeflow", "trainer.kubeflow.org", "trainjobs"),
-        ("kubeflow", "kubeflow.org", "pytorchjobs"),
+        (serving_namespace, "serving.kserve.io", "inferenceservices", ("create", "get", "patch", "watch")),
+        ("kubeflow", "trainer.kubeflow.org", "trainjobs", ("create", "get", "watch", "delete")),
     ]
     missing = [
         f"{verb} {group}/{resource} in {namespace}"
-        for namespace, group, resource in wanted
-        for verb in ("create", "get", "patch", "watch")
+        for namespace, group, resource, verbs in wanted
+        for verb in verbs
         if not _allowed(objects, namespace, group, resource, verb)
     ]
     assert not missing, f"pipeline-runner may not: {missing}"

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from kfp import dsl
 
+from components import IMAGE
 from components.deploy import deploy
 from components.validate_data import validate_data
 from interactavatar.pipeline_commands import COMPILED, compile_pipeline
@@ -39,8 +40,17 @@ def test_pipeline_shape():
     assert joint["secretAsEnv"][0]["secretName"] == "interactavatar-s3"
     assert joint["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert joint["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
-    deploy_resources = spec["deploymentSpec"]["executors"]["exec-joint-finetune"]["container"]["resources"]
-    assert deploy_resources["accelerator"]["resourceCount"] == "1"
+    executors = spec["deploymentSpec"]["executors"]
+    # Training tasks take their GPU count from a run parameter (0 when they only launch a TrainJob).
+    joint_accelerator = executors["exec-joint-finetune"]["container"]["resources"]["accelerator"]
+    assert joint_accelerator["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--train_task_gpus']}}"
+    assert executors["exec-evaluate"]["container"]["resources"]["accelerator"]["resourceCount"] == "1"
+    for name in ("vae-pretrain", "pim-pretrain", "audio-pretrain", "joint-finetune"):
+        inputs = tasks[name]["inputs"]["parameters"]
+        assert inputs["num_nodes"] == {"componentInputParameter": "train_num_nodes"}, name
+        assert inputs["gpus_per_node"] == {"componentInputParameter": "train_gpus_per_node"}, name
+        assert inputs["trainer_image"]["runtimeValue"]["constant"] == IMAGE, name
+    assert spec["root"]["inputDefinitions"]["parameters"]["train_num_nodes"]["defaultValue"] == 1
 
 
 def test_validate_data_fetches_at_a_revision_and_fails_on_bad_data(data_repo, tmp_path):

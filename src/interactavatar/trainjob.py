@@ -1,0 +1,324 @@
+"""Multi-node training: one training stage as a Kubeflow Trainer v2 TrainJob, launched and awaited by
+its pipeline task.
+
+The task (the launcher) copies the stage's input folders to an S3 staging prefix, creates a TrainJob
+(trainer.kubeflow.org/v1alpha1) on a ClusterTrainingRuntime such as `torch-distributed`, waits for
+its Complete or Failed condition, and fetches the model directory the job published into the task's
+output artifact. Every node of the job runs
+
+    interactavatar trainjob node --input data=s3://.../inputs/data ... --output out=s3://.../output \\
+        -- torchrun -m interactavatar.cli train <stage> --data data ... --out out
+
+which downloads the inputs, trains with the same arguments the task would have used in-process
+(torchrun takes its rendezvous from the PET_* variables the Trainer's torch runtime sets), and, on
+node 0 (global rank 0, which writes the model directory), uploads the model directory. Checkpoints
+stay on each node's disk: a TrainJob that the Trainer restarts trains the stage from the start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from interactavatar.cluster import ENDPOINT_KEYS, ENDPOINTS_CONFIG_MAP, S3_SECRET, S3_SECRET_KEYS
+
+GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
+# Folders of the stage that the nodes download, and the one they train into, relative to the
+# node's working directory (the image's home folder).
+INPUT_FOLDERS = ("data", "vae", "pim", "audio")
+OUTPUT_FOLDER = "out"
+# What stays on the node: DeepSpeed's per-rank checkpoint shards are of no use to the next stage.
+NODE_LOCAL = ("checkpoints",)
+
+
+@dataclass(frozen=True)
+class TrainJobSettings:
+    """Where and how a stage trains: in its own process (num_nodes 1) or as a TrainJob.
+
+    num_nodes: training nodes; 1 trains in the calling process.
+    gpus_per_node: GPUs each node asks for (0: CPU nodes); one torchrun process per GPU.
+    runtime: the ClusterTrainingRuntime the job runs on (`torch-distributed` is Trainer's default).
+    namespace: where the job runs; the S3 Secret and the endpoints ConfigMap must be there.
+    image: the nodes' container image (the project image the pipeline's tasks run in).
+    staging_uri: s3:// prefix for the job's inputs and its published model directory.
+    timeout_s: how long to wait for the job to complete before deleting it.
+    """
+
+    num_nodes: int = 1
+    gpus_per_node: int = 1
+    runtime: str = "torch-distributed"
+    namespace: str = "kubeflow"
+    image: str = ""
+    staging_uri: str = "s3://models/trainjobs"
+    timeout_s: float = 72 * 3600.0
+
+    def __post_init__(self) -> None:
+        if self.num_nodes < 1:
+            raise ValueError(f"num_nodes: {self.num_nodes} must be at least 1")
+        if self.gpus_per_node < 0:
+            raise ValueError(f"gpus_per_node: {self.gpus_per_node} must not be negative")
+        if self.num_nodes > 1:
+            for name in ("runtime", "namespace", "image"):
+                if not getattr(self, name):
+                    raise ValueError(f"{name}: required to train on {self.num_nodes} nodes")
+            if not self.staging_uri.startswith("s3://"):
+                raise ValueError(f"staging_uri: {self.staging_uri!r} is not an s3:// URI")
+
+
+def job_name(stage: str, output_uri: str) -> str:
+    """A name fixed by the task's output artifact: a retried task finds the job its previous
+    attempt launched instead of starting another (RFC 1035 label, as TrainJob names must be)."""
+    digest = hashlib.sha256(output_uri.encode()).hexdigest()[:10]
+    return f"interactavatar-{stage}-{digest}"
+
+
+def train_arguments(spec, folders: dict[str, str]) -> list[str]:
+    """The `interactavatar train` arguments that rebuild `spec` with its folders renamed to
+    `folders` (data, out, and the inputs the stage needs).
+
+    The arguments are parsed back with the train command's own parser and compared with `spec`:
+    a setting the command line cannot carry is refused by name rather than silently dropped.
+    """
+    engine = spec.engine
+    args = ["train", spec.stage, "--preset", spec.preset, "--data", folders["data"], "--out", folders["out"],
+            "--steps", str(spec.steps), "--seed", str(spec.seed), "--checkpoint-every", str(spec.checkpoint_every),
+            "--log-every", str(spec.log_every), "--batch-size", str(engine.micro_batch_size),
+            "--grad-accum", str(engine.gradient_accumulation_steps), "--lr", repr(engine.learning_rate),
+            "--warmup-steps", str(engine.warmup_steps), "--zero-stage", str(engine.zero_stage)]
+    for name in ("vae", "pim", "audio"):
+        if getattr(spec, name) is not None:
+            args += [f"--{name}", folders[name]]
+    if spec.stage == "pim":
+        args += ["--curriculum", ",".join(repr(w) for w in spec.curriculum.weights())]
+    if spec.stage == "joint":
+        args += ["--injection", spec.injection]
+    if spec.gradient_checkpointing:
+        args.append("--gradient-checkpointing")
+    if spec.data_rev:
+        args += ["--data-rev", spec.data_rev]
+    if spec.parent_run_id:
+        args += ["--parent-run-id", spec.parent_run_id]
+
+    from interactavatar.train.commands import add_commands, spec_from_args
+
+    parser = argparse.ArgumentParser(prog="interactavatar")
+    add_commands(parser.add_subparsers(dest="command"))
+    rebuilt = spec_from_args(parser.parse_args(args))
+    expected = dataclasses.replace(spec, **{name: Path(folder) for name, folder in folders.items()})
+    lost = [f"engine.{f.name}" for f in dataclasses.fields(engine)
+            if getattr(rebuilt.engine, f.name) != getattr(expected.engine, f.name)]
+    lost += [f.name for f in dataclasses.fields(spec)
+             if f.name != "engine" and getattr(rebuilt, f.name) != getattr(expected, f.name)]
+    if lost:
+        raise ValueError(f"train {spec.stage}: {', '.join(lost)} cannot be passed to `interactavatar train` "
+                         "on a TrainJob's nodes; leave the default or train on one node")
+    return args
+
+
+def build_train_job(name: str, settings: TrainJobSettings, train_args: list[str], inputs: dict[str, str],
+                    output_uri: str) -> dict:
+    """The TrainJob: `settings.num_nodes` nodes of the project image on `settings.runtime`, each
+    running the node command below with the S3 keys and endpoints the pipeline's tasks get."""
+    from kubernetes import client
+
+    command = ["interactavatar", "trainjob", "node"]
+    for folder, uri in inputs.items():
+        command += ["--input", f"{folder}={uri}"]
+    command += ["--output", f"{OUTPUT_FOLDER}={output_uri}", "--", "torchrun", "-m", "interactavatar.cli", *train_args]
+    env = [client.V1EnvVar(name=key, value_from=client.V1EnvVarSource(
+               secret_key_ref=client.V1SecretKeySelector(name=S3_SECRET, key=key))) for key in S3_SECRET_KEYS]
+    env += [client.V1EnvVar(name=key, value_from=client.V1EnvVarSource(
+                config_map_key_ref=client.V1ConfigMapKeySelector(name=ENDPOINTS_CONFIG_MAP, key=key)))
+            for key in ENDPOINT_KEYS]
+    trainer = {
+        "image": settings.image,
+        "command": command,
+        "env": client.ApiClient().sanitize_for_serialization(env),
+        "numNodes": settings.num_nodes,
+        # One process per GPU; one per CPU node (torch's "auto" would start one per core there).
+        "numProcPerNode": max(settings.gpus_per_node, 1),
+    }
+    if settings.gpus_per_node:
+        gpus = str(settings.gpus_per_node)
+        trainer["resourcesPerNode"] = {"requests": {"nvidia.com/gpu": gpus}, "limits": {"nvidia.com/gpu": gpus}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TrainJob",
+        "metadata": {"name": name, "namespace": settings.namespace,
+                     "labels": {"app.kubernetes.io/part-of": "interactavatar"}},
+        "spec": {"runtimeRef": {"name": settings.runtime}, "trainer": trainer},
+    }
+
+
+def run_stage_as_train_job(spec, settings: TrainJobSettings, output_uri: str) -> Path:
+    """Train `spec` on `settings.num_nodes` nodes and put its model directory in `spec.out`.
+
+    `output_uri` identifies the calling task's output (its artifact URI) and names the job. A job of
+    that name that is still running or complete is awaited, not launched again; a failed one is
+    deleted and launched anew (the task is being retried).
+    """
+    from interactavatar.orchestration import custom_objects_api
+    from interactavatar.storage import client, download_folder, upload_folder
+
+    name = job_name(spec.stage, output_uri)
+    staging = f"{settings.staging_uri.rstrip('/')}/{name}"
+    api = custom_objects_api()
+    s3 = client()
+    existing = _read(api, settings.namespace, name)
+    if existing is not None and _condition(existing, "Failed"):
+        _delete(api, settings.namespace, name)
+        existing = None
+    if existing is None:
+        _remove_prefix(s3, staging)
+        inputs = {}
+        for folder in INPUT_FOLDERS:
+            local = spec.data if folder == "data" else getattr(spec, folder)
+            if local is not None:
+                inputs[folder] = f"{staging}/inputs/{folder}"
+                upload_folder(s3, local, inputs[folder])
+        folders = {folder: folder for folder in inputs} | {"out": OUTPUT_FOLDER}
+        body = build_train_job(name, settings, train_arguments(spec, folders), inputs, f"{staging}/output")
+        api.create_namespaced_custom_object(GROUP, VERSION, settings.namespace, PLURAL, body)
+    wait_for_train_job(api, settings.namespace, name, settings.timeout_s)
+    download_folder(s3, f"{staging}/output", spec.out)
+    # The inputs are copies of artifacts KFP keeps; the published output stays for a retried task.
+    _remove_prefix(s3, f"{staging}/inputs")
+    return spec.out
+
+
+def wait_for_train_job(api, namespace: str, name: str, timeout_s: float) -> dict:
+    """The job once it is Complete. Raises RuntimeError with the Trainer's reason and message when
+    it Failed, and TimeoutError (after deleting the job, which would otherwise hold its GPUs) when
+    it did neither within `timeout_s`."""
+    for job in _states(api, namespace, name, timeout_s):
+        if job is None:
+            raise RuntimeError(f"TrainJob {namespace}/{name} was deleted while the pipeline waited for it")
+        if _condition(job, "Complete"):
+            return job
+        failed = _condition(job, "Failed")
+        if failed:
+            raise RuntimeError(f"TrainJob {namespace}/{name} failed: {failed.get('reason', 'no reason')}: "
+                               f"{failed.get('message', 'no message')}")
+    _delete(api, namespace, name)
+    raise TimeoutError(f"TrainJob {namespace}/{name}: neither Complete nor Failed after {timeout_s:.0f} s; "
+                       "deleted it")
+
+
+def _states(api, namespace: str, name: str, timeout_s: float):
+    """The job now and after each change the API server reports (None once it is gone), for
+    `timeout_s` seconds. A watch rather than polling: a days-long wait makes one request per five
+    minutes, and the end of a job is seen the moment the Trainer records it."""
+    from kubernetes import watch
+    from kubernetes.client.rest import ApiException
+
+    deadline = time.monotonic() + timeout_s
+    yield _read(api, namespace, name)
+    while (remaining := deadline - time.monotonic()) > 0:
+        window = max(1, round(min(remaining, 300)))
+        try:
+            for event in watch.Watch().stream(api.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
+                                              field_selector=f"metadata.name={name}", timeout_seconds=window,
+                                              _request_timeout=window + 30):
+                yield None if event["type"] == "DELETED" else event["object"]
+                if time.monotonic() >= deadline:
+                    return
+        except ApiException as err:
+            if err.status != 410:  # 410: the watch expired; read afresh and watch again
+                raise
+        # The server ended the watch: read the job, in case it changed between two watches.
+        yield _read(api, namespace, name)
+
+
+def _condition(job: dict, kind: str) -> dict | None:
+    for condition in job.get("status", {}).get("conditions", []):
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return condition
+    return None
+
+
+def _read(api, namespace: str, name: str) -> dict | None:
+    from kubernetes.client.rest import ApiException
+
+    try:
+        return api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+
+
+def _delete(api, namespace: str, name: str, timeout_s: float = 600.0) -> None:
+    """Delete the job with its pods, and return once it is gone (a new one may then take its name)."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                            propagation_policy="Foreground")
+    except ApiException as err:
+        if err.status != 404:
+            raise
+    for job in _states(api, namespace, name, timeout_s):
+        if job is None:
+            return
+    raise TimeoutError(f"TrainJob {namespace}/{name}: still there {timeout_s:.0f} s after its deletion")
+
+
+def _remove_prefix(s3, uri: str) -> None:
+    from minio.deleteobjects import DeleteObject
+
+    from interactavatar.storage import parse_uri
+
+    bucket, prefix = parse_uri(uri.rstrip("/") + "/")
+    doomed = [DeleteObject(item.object_name) for item in s3.list_objects(bucket, prefix=prefix, recursive=True)]
+    for error in s3.remove_objects(bucket, doomed):
+        raise RuntimeError(f"storage: could not delete s3://{bucket}/{error.name}: {error.message}")
+
+
+def run_node(inputs: dict[str, str], outputs: dict[str, str], command: list[str]) -> int:
+    """One node of a TrainJob: download `inputs` (folder -> s3:// URI) into the working directory,
+    run `command`, and on node 0 upload each of `outputs` (folder -> s3:// URI) without its
+    node-local checkpoints. Returns the command's exit status."""
+    from interactavatar.storage import client, download_folder, upload_folder
+
+    s3 = client()
+    for folder, uri in inputs.items():
+        download_folder(s3, uri, folder)
+    status = subprocess.run(command).returncode
+    # The Trainer's torch runtime numbers the nodes; node 0 holds global rank 0, the one that
+    # writes the model directory.
+    if status == 0 and os.environ.get("PET_NODE_RANK", "0") == "0":
+        for folder, uri in outputs.items():
+            upload_folder(s3, folder, uri, exclude=NODE_LOCAL)
+    return status
+
+
+def _folder_uri(pair: str) -> tuple[str, str]:
+    folder, sep, uri = pair.partition("=")
+    if not sep or not folder or not uri.startswith("s3://"):
+        raise argparse.ArgumentTypeError(f"{pair!r}: expected FOLDER=s3://bucket/prefix")
+    return folder, uri
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    trainjob = subparsers.add_parser("trainjob", help="multi-node training as a Kubeflow Trainer TrainJob")
+    commands = trainjob.add_subparsers(dest="trainjob_command", required=True)
+    node = commands.add_parser("node", help="one node of a TrainJob (the job's command; not run by hand)")
+    node.add_argument("--input", type=_folder_uri, action="append", default=[], metavar="FOLDER=S3_URI",
+                      help="download S3_URI into FOLDER before training")
+    node.add_argument("--output", type=_folder_uri, action="append", default=[], metavar="FOLDER=S3_URI",
+                      help="after training, node 0 uploads FOLDER (without checkpoints/) to S3_URI")
+    node.add_argument("command", nargs=argparse.REMAINDER, help="-- then the training command")
+    node.set_defaults(func=node_command)
+
+
+def node_command(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise ValueError("trainjob node: no training command after --")
+    return run_node(dict(args.input), dict(args.output), command)

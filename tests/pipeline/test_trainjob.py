@@ -1,0 +1,174 @@
+"""Multi-node training: the training components launch a Kubeflow Trainer TrainJob and wait for it.
+
+The Kubernetes API server and the Trainer controller cannot run here; `trainer_api_stub` stands in
+for both on 127.0.0.1. Everything else is real: the component's python function, the kubernetes
+client, an S3 server (SeaweedFS) for the staged inputs and the published model, and, in the first
+test, two TrainJob nodes run as local processes (torchrun, DeepSpeed on gloo) with the job's own
+command and environment.
+"""
+
+import argparse
+import json
+import re
+
+import pytest
+from kfp import dsl
+from trainer_api_stub import TrainerAPIStub, fail_with, never_finish, run_nodes
+
+from components import IMAGE
+from components.train_stages import vae_pretrain
+from interactavatar.data.synth import SynthSpec, synthesize
+from interactavatar.model.vae import CausalVAE
+from interactavatar.storage import client, ensure_bucket
+from interactavatar.train.commands import add_commands as add_train_commands
+from interactavatar.train.curriculum import Curriculum
+from interactavatar.train.engine import EngineConfig
+from interactavatar.train.stages import StageSpec
+from interactavatar.trainjob import TrainJobSettings, job_name, run_stage_as_train_job, train_arguments
+
+BUCKET = "trainjobs-test"
+
+
+def artifact(kind, path, uri=None):
+    """An artifact at the local `path`; `uri` is where KFP keeps it (the job's name derives from it)."""
+    made = kind(uri=uri or str(path))
+    made.custom_path = str(path)
+    return made
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trainjob-data") / "dataset"
+    synthesize(root, num_clips=4, seed=7, spec=SynthSpec(width=64, height=64, num_frames=5))
+    return root
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch, s3_server):
+    """The launcher's environment (S3 keys and endpoint, a kubeconfig) and the cluster's Secret and
+    ConfigMap contents that the stub resolves a node's env from."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    ensure_bucket(client(), BUCKET)
+    secrets = {"interactavatar-s3": {"AWS_ACCESS_KEY_ID": s3_server.access_key,
+                                     "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}}
+    config_maps = {"interactavatar-endpoints": {
+        "AWS_ENDPOINT_URL": s3_server.endpoint, "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint, "S3_USE_HTTPS": "0",
+        "AWS_DEFAULT_REGION": s3_server.region, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "MLFLOW_DISABLE_TELEMETRY": "true"}}
+
+    def start(on_create) -> TrainerAPIStub:
+        stub = TrainerAPIStub(tmp_path / "nodes", secrets, config_maps, on_create)
+        monkeypatch.setenv("KUBECONFIG", str(stub.write_kubeconfig(tmp_path / "kubeconfig")))
+        return stub
+
+    return start
+
+
+def train_vae_on_two_nodes(dataset, out, output_uri):
+    return vae_pretrain.python_func(
+        dataset=artifact(dsl.Dataset, dataset), preset="tiny", steps=2, batch_size=2, learning_rate=2e-3, seed=0,
+        vae_weights_uri="", parent_run_id="", vae=artifact(dsl.Model, out, output_uri), num_nodes=2, gpus_per_node=2,
+        trainer_runtime="torch-distributed", trainer_namespace="kubeflow", trainer_image=IMAGE,
+        trainjob_staging_uri=f"s3://{BUCKET}/staging")
+
+
+def objects_under(prefix):
+    return sorted(o.object_name for o in client().list_objects(BUCKET, prefix=prefix, recursive=True))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_vae_stage_trains_as_a_two_node_train_job(cluster, tiny_dataset, tmp_path, s3_server):
+    output_uri = "minio://mlpipeline/v2/artifacts/run-1/vae-pretrain/vae"
+    name = job_name("vae", output_uri)
+    with cluster(run_nodes) as stub:
+        train_vae_on_two_nodes(tiny_dataset, tmp_path / "vae", output_uri)
+
+    (job,) = stub.created()
+    collection = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/kubeflow/trainjobs"
+    assert stub.methods()[:2] == [f"GET {collection}/{name}", f"POST {collection}"]
+    assert (job["apiVersion"], job["kind"], job["metadata"]["name"]) == ("trainer.kubeflow.org/v1alpha1", "TrainJob",
+                                                                         name)
+    assert job["spec"]["runtimeRef"] == {"name": "torch-distributed"}
+    trainer = job["spec"]["trainer"]
+    assert trainer["image"] == IMAGE and trainer["numNodes"] == 2 and trainer["numProcPerNode"] == 2
+    assert trainer["resourcesPerNode"] == {"requests": {"nvidia.com/gpu": "2"}, "limits": {"nvidia.com/gpu": "2"}}
+    staging = f"s3://{BUCKET}/staging/{name}"
+    separator = trainer["command"].index("--")
+    assert trainer["command"][:separator] == ["interactavatar", "trainjob", "node", "--input",
+                                              f"data={staging}/inputs/data", "--output", f"out={staging}/output"]
+    launched = trainer["command"][separator + 1:]
+    assert launched[:5] == ["torchrun", "-m", "interactavatar.cli", "train", "vae"]
+    parser = argparse.ArgumentParser()
+    add_train_commands(parser.add_subparsers(dest="command"))
+    train = parser.parse_args(launched[3:])
+    assert (train.preset, train.steps, train.batch_size, train.lr, str(train.data), str(train.out)) == (
+        "tiny", 2, 2, 2e-3, "data", "out")
+    env = {var["name"]: var["valueFrom"] for var in trainer["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "interactavatar-s3", "key": "AWS_SECRET_ACCESS_KEY"}}
+    assert env["MLFLOW_TRACKING_URI"] == {"configMapKeyRef": {"name": "interactavatar-endpoints",
+                                                              "key": "MLFLOW_TRACKING_URI"}}
+    assert s3_server.secret_key not in json.dumps(job), "keys come from the Secret, never inline"
+
+    # Node 0's model directory, without the node-local checkpoints, is the output artifact.
+    assert sorted(p.name for p in (tmp_path / "vae").iterdir()) == ["config.yaml", "mlflow_run_id", "model.safetensors"]
+    assert CausalVAE.from_pretrained(tmp_path / "vae").cfg.latent_std > 0
+    # Both ranks trained: ZeRO shards the optimizer between them.
+    assert (tmp_path / "nodes" / name / "node-1" / "out" / "checkpoints" / "step-00000002" /
+            "zero_pp_rank_1_mp_rank_00_optim_states.pt").is_file()
+    assert objects_under(f"staging/{name}/inputs/") == []
+    assert f"staging/{name}/output/model.safetensors" in objects_under(f"staging/{name}/")
+
+
+def test_failed_train_job_names_the_job_and_the_trainers_message_and_a_retry_replaces_it(
+        cluster, tiny_dataset, tmp_path):
+    output_uri = "minio://mlpipeline/v2/artifacts/run-2/vae-pretrain/vae"
+    name = job_name("vae", output_uri)
+    message = "trainer node-1 exited with code 137 (OOMKilled)"
+    with cluster(fail_with("FailedJobs", message)) as stub:
+        with pytest.raises(RuntimeError, match=re.escape(f"TrainJob kubeflow/{name} failed: FailedJobs: {message}")):
+            train_vae_on_two_nodes(tiny_dataset, tmp_path / "vae", output_uri)
+        # KFP retries the task: the failed job is deleted, then launched anew under the same name.
+        with pytest.raises(RuntimeError, match=re.escape(message)):
+            train_vae_on_two_nodes(tiny_dataset, tmp_path / "vae", output_uri)
+    methods = [m.split()[0] for m in stub.methods()]
+    posts = [i for i, method in enumerate(methods) if method == "POST"]
+    deletes = [i for i, method in enumerate(methods) if method == "DELETE"]
+    assert len(posts) == 2 and len(deletes) == 1 and posts[0] < deletes[0] < posts[1]
+
+
+def test_train_job_that_never_finishes_times_out_and_is_deleted(cluster, tiny_dataset, tmp_path):
+    spec = StageSpec(stage="vae", preset="tiny", data=tiny_dataset, out=tmp_path / "vae", steps=2)
+    nodes = TrainJobSettings(num_nodes=2, image=IMAGE, staging_uri=f"s3://{BUCKET}/staging", timeout_s=2)
+    with cluster(never_finish) as stub:
+        with pytest.raises(TimeoutError, match=r"TrainJob kubeflow/interactavatar-vae-\w+: neither Complete nor "
+                                               r"Failed after 2 s; deleted it"):
+            run_stage_as_train_job(spec, nodes, "minio://mlpipeline/run-3/vae")
+    assert stub.jobs == {} and "DELETE" in [m.split()[0] for m in stub.methods()]
+
+
+def test_train_arguments_carry_every_setting_or_refuse_by_name(tmp_path):
+    folders = {"data": "data", "out": "out", "vae": "vae"}
+    spec = StageSpec(stage="pim", preset="tiny", data=tmp_path / "d", out=tmp_path / "o", vae=tmp_path / "v",
+                     steps=7, seed=3, checkpoint_every=5, log_every=2, curriculum=Curriculum(0.0, 1.0, 2.5),
+                     gradient_checkpointing=True, data_rev="abc123", parent_run_id="run-9",
+                     engine=EngineConfig(micro_batch_size=3, gradient_accumulation_steps=2, learning_rate=3e-4,
+                                         warmup_steps=4, zero_stage=1))
+    args = train_arguments(spec, folders)
+    assert args[:2] == ["train", "pim"] and "--gradient-checkpointing" in args
+    assert args[args.index("--curriculum") + 1] == "0.0,1.0,2.5"
+    with pytest.raises(ValueError, match=r"engine\.weight_decay, split cannot be passed"):
+        train_arguments(StageSpec(stage="vae", preset="tiny", data=tmp_path, out=tmp_path, split="val",
+                                  engine=EngineConfig(weight_decay=0.1)), {"data": "data", "out": "out"})
+
+
+@pytest.mark.parametrize(("field", "settings"), [
+    ("num_nodes", dict(num_nodes=0)),
+    ("gpus_per_node", dict(gpus_per_node=-1)),
+    ("image", dict(num_nodes=2, image="")),
+    ("staging_uri", dict(num_nodes=2, image=IMAGE, staging_uri="/local/folder")),
+])
+def test_train_job_settings_name_the_field_at_fault(field, settings):
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        TrainJobSettings(**settings)
