@@ -9,9 +9,11 @@ checkout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,17 +45,39 @@ def compile_pipeline(out: str | Path = COMPILED) -> Path:
 
 
 def parse_params(pairs: list[str]) -> dict:
-    """KEY=VALUE pairs; values are JSON when they parse (numbers, booleans), strings otherwise."""
+    """KEY=VALUE pairs for the pipeline's parameters, each value read as the type the pipeline
+    declares for KEY (a String stays as written: data_rev=3 is "3"). An unknown KEY or a value
+    that is not of its type is refused, naming it, before anything runs or is sent."""
+    declared = load_pipeline().component_spec.inputs
+    readers = {"String": str, "Integer": int, "Float": float, "Boolean": _boolean}
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise ValueError(f"--param {pair!r}: expected KEY=VALUE")
+        if key not in declared:
+            raise ValueError(f"--param {key}: not a parameter of the pipeline; it has {', '.join(declared)}")
+        kind = declared[key].type
         try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
+            params[key] = readers[kind](value)
+        except ValueError as err:
+            raise ValueError(f"--param {key}={value!r}: expected {kind}") from err
     return params
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError(text)
+    return text.lower() == "true"
+
+
+def validate_cron(expression: str) -> str:
+    """KFP's scheduler reads six-field cron expressions (seconds first); a five-field crontab line
+    would be read with its fields shifted, so it is refused here."""
+    if len(expression.split()) != 6:
+        raise ValueError(f"--cron {expression!r}: KFP cron expressions have six fields, seconds first "
+                         '(e.g. "0 0 3 * * *" for 03:00 daily)')
+    return expression
 
 
 def run_local(params: dict, work: Path) -> dict:
@@ -93,7 +117,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                             ("submit", "submit one run to a KFP API"),
                             ("schedule", "create a recurring run (cron) on a KFP API")):
         command = commands.add_parser(name, help=help_text)
-        command.add_argument("--data-repo", default=str(REPO), help="git repository holding the DVC-tracked data")
+        if name == "run":
+            command.add_argument("--data-repo", default=str(REPO), help="git repository holding the DVC-tracked data")
+        else:
+            # The run's tasks clone it inside the cluster: a path on this machine means nothing there.
+            command.add_argument("--data-repo", required=True,
+                                 help="git URL of the repository holding the DVC-tracked data")
         command.add_argument("--data-rev", default="", help="git revision of the data (default: HEAD)")
         command.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                              help="any other pipeline parameter, e.g. preset=tiny or pim_steps=50")
@@ -120,20 +149,25 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def remote_command(args: argparse.Namespace) -> int:
+    """Compile the pipeline and send it to the KFP API at --host: one run, or a recurring run.
+    Prints one JSON line on stdout; everything is checked before the first request."""
     import kfp
 
+    if Path(args.data_repo).exists():
+        raise ValueError(f"--data-repo {args.data_repo!r} is a path on this machine; the cluster needs a git URL")
+    cron = validate_cron(args.cron) if args.pipeline_command == "schedule" else None
     params = _params(args)
-    package = compile_pipeline(Path(os.environ.get("TMPDIR", "/tmp")) / "interactavatar_pipeline.yaml")
-    client = kfp.Client(host=args.host)
-    if args.pipeline_command == "submit":
-        result = client.create_run_from_pipeline_package(str(package), arguments=params,
-                                                         experiment_name=args.experiment)
-        print(json.dumps({"run_id": result.run_id}))
-        return 0
-    if len(args.cron.split()) != 6:
-        raise ValueError(f"--cron {args.cron!r}: KFP cron expressions have six fields (seconds first)")
-    experiment = client.create_experiment(args.experiment)
-    recurring = client.create_recurring_run(experiment.experiment_id, args.name, cron_expression=args.cron,
-                                            params=params, pipeline_package_path=str(package), no_catchup=True)
-    print(json.dumps({"recurring_run_id": recurring.recurring_run_id}))
+    with tempfile.TemporaryDirectory(prefix="interactavatar-pipeline-") as folder, \
+            contextlib.redirect_stdout(sys.stderr):  # kfp.Client prints links; stdout carries the result only
+        package = str(compile_pipeline(Path(folder) / "interactavatar_pipeline.yaml"))
+        client = kfp.Client(host=args.host)
+        if args.pipeline_command == "submit":
+            run = client.create_run_from_pipeline_package(package, arguments=params, experiment_name=args.experiment)
+            result = {"run_id": run.run_id}
+        else:
+            experiment = client.create_experiment(args.experiment)
+            recurring = client.create_recurring_run(experiment.experiment_id, args.name, cron_expression=cron,
+                                                    params=params, pipeline_package_path=package, no_catchup=True)
+            result = {"recurring_run_id": recurring.recurring_run_id}
+    print(json.dumps(result))
     return 0
