@@ -4,7 +4,9 @@ on the same artifact path resumes instead of starting over.
 
 With `num_nodes` > 1 a stage trains on several nodes instead: the task launches a Kubeflow Trainer
 TrainJob with the same training arguments, waits for it, and fetches its model directory
-(`interactavatar.trainjob`). Every stage takes the same multi-node arguments:
+(`interactavatar.trainjob`). Every stage takes the same multi-node arguments (no defaults: KFP
+runs a component's source on its own, so a default could not name a constant; the pipeline's
+parameters hold the defaults):
 
     num_nodes: training nodes (1: train in this task's pod).
     gpus_per_node: GPUs of each TrainJob node.
@@ -22,10 +24,9 @@ from components import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def vae_pretrain(dataset: Input[Dataset], preset: str, steps: int, batch_size: int, learning_rate: float,
-                 seed: int, vae_weights_uri: str, parent_run_id: str, vae: Output[Model], num_nodes: int = 1,
-                 gpus_per_node: int = 1, trainer_runtime: str = "torch-distributed",
-                 trainer_namespace: str = "kubeflow", trainer_image: str = IMAGE,
-                 trainjob_staging_uri: str = "s3://models/trainjobs"):
+                 seed: int, vae_weights_uri: str, parent_run_id: str, vae: Output[Model], num_nodes: int,
+                 gpus_per_node: int, trainer_runtime: str, trainer_namespace: str, trainer_image: str,
+                 trainjob_staging_uri: str):
     """Train the shared causal VAE, or take pretrained weights when `vae_weights_uri` is given.
 
     Args:
@@ -66,9 +67,8 @@ def vae_pretrain(dataset: Input[Dataset], preset: str, steps: int, batch_size: i
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def pim_pretrain(dataset: Input[Dataset], vae: Input[Model], preset: str, steps: int, batch_size: int,
                  learning_rate: float, seed: int, curriculum: str, parent_run_id: str, pim: Output[Model],
-                 num_nodes: int = 1, gpus_per_node: int = 1, trainer_runtime: str = "torch-distributed",
-                 trainer_namespace: str = "kubeflow", trainer_image: str = IMAGE,
-                 trainjob_staging_uri: str = "s3://models/trainjobs"):
+                 num_nodes: int, gpus_per_node: int, trainer_runtime: str, trainer_namespace: str,
+                 trainer_image: str, trainjob_staging_uri: str):
     """PIM pretrain on the detection / continuation / generation curriculum.
 
     Args:
@@ -95,10 +95,9 @@ def pim_pretrain(dataset: Input[Dataset], vae: Input[Model], preset: str, steps:
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def audio_pretrain(dataset: Input[Dataset], vae: Input[Model], preset: str, steps: int, batch_size: int,
-                   learning_rate: float, seed: int, parent_run_id: str, audio: Output[Model], num_nodes: int = 1,
-                   gpus_per_node: int = 1, trainer_runtime: str = "torch-distributed",
-                   trainer_namespace: str = "kubeflow", trainer_image: str = IMAGE,
-                   trainjob_staging_uri: str = "s3://models/trainjobs"):
+                   learning_rate: float, seed: int, parent_run_id: str, audio: Output[Model], num_nodes: int,
+                   gpus_per_node: int, trainer_runtime: str, trainer_namespace: str, trainer_image: str,
+                   trainjob_staging_uri: str):
     """AIM audio pretrain: audio and text conditioning, no motion.
 
     Args:
@@ -124,9 +123,8 @@ def audio_pretrain(dataset: Input[Dataset], vae: Input[Model], preset: str, step
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def joint_finetune(dataset: Input[Dataset], vae: Input[Model], pim: Input[Model], audio: Input[Model],
                    preset: str, steps: int, batch_size: int, learning_rate: float, seed: int, injection: str,
-                   parent_run_id: str, model: Output[Model], num_nodes: int = 1, gpus_per_node: int = 1,
-                   trainer_runtime: str = "torch-distributed", trainer_namespace: str = "kubeflow",
-                   trainer_image: str = IMAGE, trainjob_staging_uri: str = "s3://models/trainjobs"):
+                   parent_run_id: str, model: Output[Model], num_nodes: int, gpus_per_node: int,
+                   trainer_runtime: str, trainer_namespace: str, trainer_image: str, trainjob_staging_uri: str):
     """Joint fine-tune of both streams and the M2V aligner.
 
     Args:
