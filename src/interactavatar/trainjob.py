@@ -29,8 +29,8 @@ from pathlib import Path
 from interactavatar.cluster import ENDPOINT_KEYS, ENDPOINTS_CONFIG_MAP, S3_SECRET, S3_SECRET_KEYS
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
-# Folders of the stage that the nodes download, and the one they train into, relative to the
-# node's working directory (the image's home folder).
+# The stage's input folders (StageSpec fields) that the nodes download, and the folder they train
+# into, relative to the node's working directory (the image's home folder).
 INPUT_FOLDERS = ("data", "vae", "pim", "audio")
 OUTPUT_FOLDER = "out"
 # What stays on the node: DeepSpeed's per-rank checkpoint shards are of no use to the next stage.
@@ -168,6 +168,9 @@ def run_stage_as_train_job(spec, settings: TrainJobSettings, output_uri: str) ->
 
     name = job_name(spec.stage, output_uri)
     staging = f"{settings.staging_uri.rstrip('/')}/{name}"
+    local_inputs = {folder: getattr(spec, folder) for folder in INPUT_FOLDERS if getattr(spec, folder) is not None}
+    # Refuses a setting the nodes' command line cannot carry before anything is uploaded or created.
+    train_args = train_arguments(spec, {folder: folder for folder in local_inputs} | {"out": OUTPUT_FOLDER})
     api = custom_objects_api()
     s3 = client()
     existing = _read(api, settings.namespace, name)
@@ -176,17 +179,17 @@ def run_stage_as_train_job(spec, settings: TrainJobSettings, output_uri: str) ->
         existing = None
     if existing is None:
         _remove_prefix(s3, staging)
-        inputs = {}
-        for folder in INPUT_FOLDERS:
-            local = spec.data if folder == "data" else getattr(spec, folder)
-            if local is not None:
-                inputs[folder] = f"{staging}/inputs/{folder}"
-                upload_folder(s3, local, inputs[folder])
-        folders = {folder: folder for folder in inputs} | {"out": OUTPUT_FOLDER}
-        body = build_train_job(name, settings, train_arguments(spec, folders), inputs, f"{staging}/output")
+        inputs = {folder: f"{staging}/inputs/{folder}" for folder in local_inputs}
+        for folder, local in local_inputs.items():
+            upload_folder(s3, local, inputs[folder])
+        body = build_train_job(name, settings, train_args, inputs, f"{staging}/output")
         api.create_namespaced_custom_object(GROUP, VERSION, settings.namespace, PLURAL, body)
     wait_for_train_job(api, settings.namespace, name, settings.timeout_s)
-    download_folder(s3, f"{staging}/output", spec.out)
+    try:
+        download_folder(s3, f"{staging}/output", spec.out)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"TrainJob {settings.namespace}/{name} completed but published no model "
+                                f"directory under {staging}/output (does its runtime run the job's command?)") from err
     # The inputs are copies of artifacts KFP keeps; the published output stays for a retried task.
     _remove_prefix(s3, f"{staging}/inputs")
     return spec.out

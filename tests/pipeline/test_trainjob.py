@@ -13,7 +13,7 @@ import re
 
 import pytest
 from kfp import dsl
-from trainer_api_stub import TrainerAPIStub, fail_with, never_finish, run_nodes
+from trainer_api_stub import TrainerAPIStub, complete_without_running, fail_with, never_finish, run_nodes
 
 from components import IMAGE
 from components.train_stages import vae_pretrain
@@ -146,6 +146,15 @@ def test_train_job_that_never_finishes_times_out_and_is_deleted(cluster, tiny_da
                                                r"Failed after 2 s; deleted it"):
             run_stage_as_train_job(spec, nodes, "minio://mlpipeline/run-3/vae")
     assert stub.jobs == {} and "DELETE" in [m.split()[0] for m in stub.methods()]
+
+
+def test_train_job_that_completes_without_publishing_a_model_is_an_error(cluster, tiny_dataset, tmp_path):
+    spec = StageSpec(stage="vae", preset="tiny", data=tiny_dataset, out=tmp_path / "vae", steps=2)
+    nodes = TrainJobSettings(num_nodes=2, image=IMAGE, staging_uri=f"s3://{BUCKET}/staging")
+    with cluster(complete_without_running):
+        with pytest.raises(FileNotFoundError, match=r"TrainJob kubeflow/interactavatar-vae-\w+ completed but published "
+                                                    r"no model directory under s3://trainjobs-test/staging/"):
+            run_stage_as_train_job(spec, nodes, "minio://mlpipeline/run-4/vae")
 
 
 def test_train_arguments_carry_every_setting_or_refuse_by_name(tmp_path):
