@@ -39,6 +39,8 @@ def interactavatar_pipeline(
     joint_steps: int = 300,
     batch_size: int = 8,
     learning_rate: float = 1e-3,
+    pim_batch_size: int = 16,
+    pim_learning_rate: float = 2e-3,
     seed: int = 0,
     curriculum: str = "1,1,1",
     injection: str = "residual",
@@ -87,8 +89,12 @@ def interactavatar_pipeline(
 
     vae = _with_cluster_settings(vae_pretrain(dataset=dataset, steps=vae_steps, vae_weights_uri=vae_weights_uri,
                                               **stage), gpus=train_task_gpus)
+    # PIM learns grounding from a larger batch at a higher rate than the other stages can afford
+    # (it is the cheapest stream: a few hundred tokens, no audio).
     pim = _with_cluster_settings(pim_pretrain(dataset=dataset, vae=vae.outputs["vae"], steps=pim_steps,
-                                              curriculum=curriculum, **stage), gpus=train_task_gpus)
+                                              curriculum=curriculum, **{**stage, "batch_size": pim_batch_size,
+                                                                        "learning_rate": pim_learning_rate}),
+                                 gpus=train_task_gpus)
     audio = _with_cluster_settings(audio_pretrain(dataset=dataset, vae=vae.outputs["vae"], steps=audio_steps,
                                                   **stage), gpus=train_task_gpus)
     joint = _with_cluster_settings(joint_finetune(dataset=dataset, vae=vae.outputs["vae"], pim=pim.outputs["pim"],
