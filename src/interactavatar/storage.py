@@ -10,6 +10,7 @@ serves them all. Local files are written atomically (temporary file, then rename
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from collections.abc import Mapping
@@ -18,6 +19,8 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 from minio import Minio
+from minio.deleteobjects import DeleteObject
+from minio.error import S3Error
 
 from interactavatar.data.schema import atomic_path
 
@@ -84,9 +87,33 @@ def upload_file(s3: Minio, path: str | Path, uri: str) -> None:
     s3.fput_object(bucket, key, str(path))
 
 
-def download_file(s3: Minio, uri: str, path: str | Path) -> Path:
+def upload_bytes(s3: Minio, data: bytes, uri: str) -> None:
+    """One PUT: readers see the previous object or this one, never part of it."""
     bucket, key = parse_uri(uri)
-    response = s3.get_object(bucket, key)
+    s3.put_object(bucket, key, io.BytesIO(data), len(data))
+
+
+def read_bytes(s3: Minio, uri: str) -> bytes:
+    response = _get_object(s3, uri)
+    try:
+        return response.read()
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def _get_object(s3: Minio, uri: str):
+    bucket, key = parse_uri(uri)
+    try:
+        return s3.get_object(bucket, key)
+    except S3Error as err:
+        if err.code == "NoSuchKey":
+            raise FileNotFoundError(f"storage: no object {uri}") from err
+        raise
+
+
+def download_file(s3: Minio, uri: str, path: str | Path) -> Path:
+    response = _get_object(s3, uri)
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as out:
             shutil.copyfileobj(response, out, length=1 << 20)
@@ -132,3 +159,18 @@ def download_folder(s3: Minio, uri: str, folder: str | Path) -> list[Path]:
     for key, target in targets:
         download_file(s3, s3_uri(bucket, key), target)
     return [target for _, target in targets]
+
+
+def remove_prefix(s3: Minio, uri: str) -> None:
+    """Delete every object under uri/."""
+    bucket, prefix = parse_uri(uri.rstrip("/") + "/")
+    doomed = [DeleteObject(item.object_name) for item in s3.list_objects(bucket, prefix=prefix, recursive=True)]
+    for error in s3.remove_objects(bucket, doomed):
+        raise RuntimeError(f"storage: could not delete s3://{bucket}/{error.name}: {error.message}")
+
+
+def object_sizes(s3: Minio, uri: str) -> dict[str, int]:
+    """{path relative to uri/: size in bytes} of every object under uri/."""
+    bucket, prefix = parse_uri(uri.rstrip("/") + "/")
+    return {item.object_name[len(prefix):]: item.size
+            for item in s3.list_objects(bucket, prefix=prefix, recursive=True)}
