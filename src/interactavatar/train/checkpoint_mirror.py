@@ -86,7 +86,7 @@ class CheckpointMirror:
             if path.stat().st_size != size:
                 raise ValueError(f"checkpoint mirror: {self.uri}/{name} has {path.stat().st_size} bytes, "
                                  f"{self.uri}/{MIRROR_POINTER} says {size}")
-        # The pointer last: a restore cut short leaves no LATEST, and the next one starts over.
+        # The pointer last: a restore cut short never points at a half-downloaded tag.
         atomic_write_bytes(directory / POINTER, latest["tag"].encode())
         return latest["tag"]
 
