@@ -7,12 +7,16 @@ its Complete or Failed condition, and fetches the model directory the job publis
 output artifact. Every node of the job runs
 
     interactavatar trainjob node --input data=s3://.../inputs/data ... --output out=s3://.../output \\
+        --checkpoints out/checkpoints=s3://.../checkpoints \\
         -- torchrun -m interactavatar.cli train <stage> --data data ... --out out
 
-which downloads the inputs, trains with the same arguments the task would have used in-process
-(torchrun takes its rendezvous from the PET_* variables the Trainer's torch runtime sets), and, on
-node 0 (global rank 0, which writes the model directory), uploads the model directory. Checkpoints
-stay on each node's disk: a TrainJob that the Trainer restarts trains the stage from the start.
+which downloads the inputs, restores the last checkpoint published under the job's checkpoint
+prefix, trains with the same arguments the task would have used in-process (torchrun takes its
+rendezvous from the PET_* variables the Trainer's torch runtime sets) while every checkpoint is
+mirrored to that prefix (`interactavatar.train.checkpoint_mirror`), and, on node 0 (global rank 0,
+which writes the model directory), uploads the model directory. The prefix is fixed by the task's
+output, so nodes the Trainer restarts on fresh disks, and the job a retried task launches after a
+failed one, resume from the last checkpoint that reached S3 from every node.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import dataclasses
 import hashlib
 import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +38,9 @@ GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 # into, relative to the node's working directory (the image's home folder).
 INPUT_FOLDERS = ("data", "vae", "pim", "audio")
 OUTPUT_FOLDER = "out"
-# What stays on the node: DeepSpeed's per-rank checkpoint shards are of no use to the next stage.
-NODE_LOCAL = ("checkpoints",)
+# The checkpoints' folder inside the output folder: mirrored to the job's checkpoint prefix, left
+# out of the model directory (DeepSpeed's per-rank shards are of no use to the next stage).
+CHECKPOINTS = "checkpoints"
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ class TrainJobSettings:
     runtime: the ClusterTrainingRuntime the job runs on (`torch-distributed` is Trainer's default).
     namespace: where the job runs; the S3 Secret and the endpoints ConfigMap must be there.
     image: the nodes' container image (the project image the pipeline's tasks run in).
-    staging_uri: s3:// prefix for the job's inputs and its published model directory.
+    staging_uri: s3:// prefix for the job's inputs, checkpoints and published model directory.
     timeout_s: how long to wait for the job to complete before deleting it.
     """
 
@@ -122,7 +128,7 @@ def train_arguments(spec, folders: dict[str, str]) -> list[str]:
 
 
 def build_train_job(name: str, settings: TrainJobSettings, train_args: list[str], inputs: dict[str, str],
-                    output_uri: str) -> dict:
+                    output_uri: str, checkpoints_uri: str) -> dict:
     """The TrainJob: `settings.num_nodes` nodes of the project image on `settings.runtime`, each
     running the node command below with the S3 keys and endpoints the pipeline's tasks get."""
     from kubernetes import client
@@ -130,7 +136,9 @@ def build_train_job(name: str, settings: TrainJobSettings, train_args: list[str]
     command = ["interactavatar", "trainjob", "node"]
     for folder, uri in inputs.items():
         command += ["--input", f"{folder}={uri}"]
-    command += ["--output", f"{OUTPUT_FOLDER}={output_uri}", "--", "torchrun", "-m", "interactavatar.cli", *train_args]
+    command += ["--output", f"{OUTPUT_FOLDER}={output_uri}", "--checkpoints",
+                f"{OUTPUT_FOLDER}/{CHECKPOINTS}={checkpoints_uri}", "--", "torchrun", "-m", "interactavatar.cli",
+                *train_args]
     env = [client.V1EnvVar(name=key, value_from=client.V1EnvVarSource(
                secret_key_ref=client.V1SecretKeySelector(name=S3_SECRET, key=key))) for key in S3_SECRET_KEYS]
     env += [client.V1EnvVar(name=key, value_from=client.V1EnvVarSource(
@@ -161,10 +169,11 @@ def run_stage_as_train_job(spec, settings: TrainJobSettings, output_uri: str) ->
 
     `output_uri` identifies the calling task's output (its artifact URI) and names the job. A job of
     that name that is still running or complete is awaited, not launched again; a failed one is
-    deleted and launched anew (the task is being retried).
+    deleted and launched anew (the task is being retried), and the new one resumes from the
+    checkpoints the failed one mirrored.
     """
     from interactavatar.orchestration import custom_objects_api
-    from interactavatar.storage import client, download_folder, upload_folder
+    from interactavatar.storage import client, download_folder, remove_prefix, upload_folder
 
     name = job_name(spec.stage, output_uri)
     staging = f"{settings.staging_uri.rstrip('/')}/{name}"
@@ -178,11 +187,13 @@ def run_stage_as_train_job(spec, settings: TrainJobSettings, output_uri: str) ->
         _delete(api, settings.namespace, name)
         existing = None
     if existing is None:
-        _remove_prefix(s3, staging)
+        # The checkpoints stay: they are what a relaunched job resumes from.
+        remove_prefix(s3, f"{staging}/inputs")
+        remove_prefix(s3, f"{staging}/output")
         inputs = {folder: f"{staging}/inputs/{folder}" for folder in local_inputs}
         for folder, local in local_inputs.items():
             upload_folder(s3, local, inputs[folder])
-        body = build_train_job(name, settings, train_args, inputs, f"{staging}/output")
+        body = build_train_job(name, settings, train_args, inputs, f"{staging}/output", f"{staging}/{CHECKPOINTS}")
         api.create_namespaced_custom_object(GROUP, VERSION, settings.namespace, PLURAL, body)
     wait_for_train_job(api, settings.namespace, name, settings.timeout_s)
     try:
@@ -190,8 +201,10 @@ def run_stage_as_train_job(spec, settings: TrainJobSettings, output_uri: str) ->
     except FileNotFoundError as err:
         raise FileNotFoundError(f"TrainJob {settings.namespace}/{name} completed but published no model "
                                 f"directory under {staging}/output (does its runtime run the job's command?)") from err
-    # The inputs are copies of artifacts KFP keeps; the published output stays for a retried task.
-    _remove_prefix(s3, f"{staging}/inputs")
+    # The inputs are copies of artifacts KFP keeps, and the checkpoints are of no use once the model
+    # is out; the published output stays for a retried task.
+    remove_prefix(s3, f"{staging}/inputs")
+    remove_prefix(s3, f"{staging}/{CHECKPOINTS}")
     return spec.out
 
 
@@ -272,32 +285,32 @@ def _delete(api, namespace: str, name: str, timeout_s: float = 600.0) -> None:
     raise TimeoutError(f"TrainJob {namespace}/{name}: still there {timeout_s:.0f} s after its deletion")
 
 
-def _remove_prefix(s3, uri: str) -> None:
-    from minio.deleteobjects import DeleteObject
-
-    from interactavatar.storage import parse_uri
-
-    bucket, prefix = parse_uri(uri.rstrip("/") + "/")
-    doomed = [DeleteObject(item.object_name) for item in s3.list_objects(bucket, prefix=prefix, recursive=True)]
-    for error in s3.remove_objects(bucket, doomed):
-        raise RuntimeError(f"storage: could not delete s3://{bucket}/{error.name}: {error.message}")
-
-
-def run_node(inputs: dict[str, str], outputs: dict[str, str], command: list[str]) -> int:
+def run_node(inputs: dict[str, str], outputs: dict[str, str], checkpoints: tuple[str, str] | None,
+             command: list[str]) -> int:
     """One node of a TrainJob: download `inputs` (folder -> s3:// URI) into the working directory,
-    run `command`, and on node 0 upload each of `outputs` (folder -> s3:// URI) without its
-    node-local checkpoints. Returns the command's exit status."""
+    restore `checkpoints` (folder, s3:// URI of its mirror) and run `command` with that mirror, and
+    on node 0 upload each of `outputs` (folder -> s3:// URI) without its checkpoints. Returns the
+    command's exit status."""
     from interactavatar.storage import client, download_folder, upload_folder
+    from interactavatar.train.checkpoint import MIRROR_ENV
+    from interactavatar.train.checkpoint_mirror import CheckpointMirror
 
     s3 = client()
     for folder, uri in inputs.items():
         download_folder(s3, uri, folder)
-    status = subprocess.run(command).returncode
+    env = dict(os.environ)
+    if checkpoints is not None:
+        folder, uri = checkpoints
+        tag = CheckpointMirror(uri).restore(folder)
+        print(f"trainjob node: {f'resuming from {tag}' if tag else 'no checkpoint yet'} under {uri}", file=sys.stderr,
+              flush=True)
+        env[MIRROR_ENV] = uri
+    status = subprocess.run(command, env=env).returncode
     # The Trainer's torch runtime numbers the nodes; node 0 holds global rank 0, the one that
     # writes the model directory.
     if status == 0 and os.environ.get("PET_NODE_RANK", "0") == "0":
         for folder, uri in outputs.items():
-            upload_folder(s3, folder, uri, exclude=NODE_LOCAL)
+            upload_folder(s3, folder, uri, exclude=(CHECKPOINTS,))
     return status
 
 
@@ -316,6 +329,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                       help="download S3_URI into FOLDER before training")
     node.add_argument("--output", type=_folder_uri, action="append", default=[], metavar="FOLDER=S3_URI",
                       help="after training, node 0 uploads FOLDER (without checkpoints/) to S3_URI")
+    node.add_argument("--checkpoints", type=_folder_uri, metavar="FOLDER=S3_URI",
+                      help="restore FOLDER from the checkpoint mirror S3_URI before training, mirror it there during")
     node.add_argument("command", nargs=argparse.REMAINDER, help="-- then the training command")
     node.set_defaults(func=node_command)
 
@@ -324,4 +339,4 @@ def node_command(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise ValueError("trainjob node: no training command after --")
-    return run_node(dict(args.input), dict(args.output), command)
+    return run_node(dict(args.input), dict(args.output), args.checkpoints, command)

@@ -1,19 +1,31 @@
 """Multi-node training: the training components launch a Kubeflow Trainer TrainJob and wait for it.
 
 The Kubernetes API server and the Trainer controller cannot run here; `trainer_api_stub` stands in
-for both on 127.0.0.1. Everything else is real: the component's python function, the kubernetes
-client, an S3 server (SeaweedFS) for the staged inputs and the published model, and, in the first
-test, two TrainJob nodes run as local processes (torchrun, DeepSpeed on gloo) with the job's own
-command and environment.
+for both on 127.0.0.1 (only they are stubbed). Everything else is real: the component's python
+function, the kubernetes client, an S3 server (SeaweedFS) for the staged inputs, the mirrored
+checkpoints and the published model, and, in the first two tests, two TrainJob nodes run as local
+processes (torchrun, DeepSpeed on gloo) with the job's own command and environment, each on a
+folder of its own (its disk).
 """
 
 import argparse
 import json
 import re
 
+import mlflow
 import pytest
+import torch
 from kfp import dsl
-from trainer_api_stub import TrainerAPIStub, complete_without_running, fail_with, never_finish, run_nodes
+from safetensors.torch import load_file
+from trainer_api_stub import (
+    TrainerAPIStub,
+    complete_without_running,
+    fail_with,
+    never_finish,
+    node_folder,
+    preempt_when,
+    run_nodes,
+)
 
 from components import IMAGE
 from components.train_stages import vae_pretrain
@@ -97,7 +109,8 @@ def test_vae_stage_trains_as_a_two_node_train_job(cluster, tiny_dataset, tmp_pat
     staging = f"s3://{BUCKET}/staging/{name}"
     separator = trainer["command"].index("--")
     assert trainer["command"][:separator] == ["interactavatar", "trainjob", "node", "--input",
-                                              f"data={staging}/inputs/data", "--output", f"out={staging}/output"]
+                                              f"data={staging}/inputs/data", "--output", f"out={staging}/output",
+                                              "--checkpoints", f"out/checkpoints={staging}/checkpoints"]
     launched = trainer["command"][separator + 1:]
     assert launched[:5] == ["torchrun", "-m", "interactavatar.cli", "train", "vae"]
     parser = argparse.ArgumentParser()
@@ -115,10 +128,62 @@ def test_vae_stage_trains_as_a_two_node_train_job(cluster, tiny_dataset, tmp_pat
     assert sorted(p.name for p in (tmp_path / "vae").iterdir()) == ["config.yaml", "mlflow_run_id", "model.safetensors"]
     assert CausalVAE.from_pretrained(tmp_path / "vae").cfg.latent_std > 0
     # Both ranks trained: ZeRO shards the optimizer between them.
-    assert (tmp_path / "nodes" / name / "node-1" / "out" / "checkpoints" / "step-00000002" /
+    assert (node_folder(stub, name, 1, 1) / "out" / "checkpoints" / "step-00000002" /
             "zero_pp_rank_1_mp_rank_00_optim_states.pt").is_file()
-    assert objects_under(f"staging/{name}/inputs/") == []
+    # The inputs' copies and the mirrored checkpoints go once the model is out.
+    assert objects_under(f"staging/{name}/inputs/") == objects_under(f"staging/{name}/checkpoints/") == []
     assert f"staging/{name}/output/model.safetensors" in objects_under(f"staging/{name}/")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_train_job_killed_after_a_checkpoint_reached_s3_resumes_to_bit_identical_weights(
+        cluster, tiny_dataset, tmp_path):
+    """Both nodes are SIGKILLed once the job's first checkpoint is published on S3; the retried
+    task's new job starts on fresh disks, resumes from S3 and ends with the weights of a job that
+    was never interrupted."""
+    steps = 6
+    nodes = TrainJobSettings(num_nodes=2, gpus_per_node=0, image=IMAGE, staging_uri=f"s3://{BUCKET}/staging")
+
+    def vae_stage(out):
+        return StageSpec(stage="vae", preset="tiny", data=tiny_dataset, out=out, steps=steps, checkpoint_every=2,
+                         engine=EngineConfig(micro_batch_size=2, learning_rate=2e-3))
+
+    uninterrupted_uri = "minio://mlpipeline/v2/artifacts/run-5/vae-pretrain/vae"
+    with cluster(run_nodes) as stub:
+        run_stage_as_train_job(vae_stage(tmp_path / "uninterrupted"), nodes, uninterrupted_uri)
+    # Every node, not only the one holding rank 0, points at its newest tag and keeps two.
+    node_1_checkpoints = node_folder(stub, job_name("vae", uninterrupted_uri), 1, 1) / "out" / "checkpoints"
+    assert sorted(p.name for p in node_1_checkpoints.iterdir()) == ["LATEST", "step-00000004", "step-00000006"]
+    assert (node_1_checkpoints / "LATEST").read_text() == "step-00000006"
+
+    output_uri = "minio://mlpipeline/v2/artifacts/run-6/vae-pretrain/vae"
+    name = job_name("vae", output_uri)
+    published = f"staging/{name}/checkpoints/LATEST.json"
+    with cluster(preempt_when(lambda: objects_under(published) == [published])) as stub:
+        # -9 from both: they were still training when they were killed.
+        with pytest.raises(RuntimeError, match=re.escape(f"TrainJob kubeflow/{name} failed: NodesFailed: "
+                                                         "exit codes [-9, -9]")):
+            run_stage_as_train_job(vae_stage(tmp_path / "resumed"), nodes, output_uri)
+        # KFP retries the task, which replaces the failed job with a new one.
+        stub.on_create = run_nodes
+        run_stage_as_train_job(vae_stage(tmp_path / "resumed"), nodes, output_uri)
+
+    logs = [node_folder(stub, name, 2, rank).with_suffix(".log").read_text() for rank in (0, 1)]
+    (tag,) = {re.search(r"trainjob node: resuming from (step-\d+)", log)[1] for log in logs}
+    resumed_at = int(tag.removeprefix("step-"))
+    assert 0 < resumed_at < steps
+    # The second job's training started at that step (its run records when its setup ended).
+    tracking = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = (tmp_path / "resumed" / "mlflow_run_id").read_text()
+    assert [m.step for m in tracking.get_metric_history(run_id, "setup_s")] == [resumed_at]
+
+    resumed, uninterrupted = (load_file(str(tmp_path / run / "model.safetensors")) for run in ("resumed",
+                                                                                               "uninterrupted"))
+    assert resumed.keys() == uninterrupted.keys()
+    assert [k for k in resumed if not torch.equal(resumed[k], uninterrupted[k])] == []
+    assert CausalVAE.from_pretrained(tmp_path / "resumed").cfg == CausalVAE.from_pretrained(
+        tmp_path / "uninterrupted").cfg
 
 
 def test_failed_train_job_names_the_job_and_the_trainers_message_and_a_retry_replaces_it(

@@ -5,8 +5,10 @@ controller's part through `on_create(stub, job)`:
 
 - `run_nodes`: start every node the TrainJob asks for as a local process, with the job's command and
   the environment the Trainer gives a node (its env with the Secret and ConfigMap keys resolved, the
-  torch runtime's PET_* rendezvous variables), each in its own folder as on its own machine; then
-  mark the job Complete, or Failed with the nodes' exit codes;
+  torch runtime's PET_* rendezvous variables), each in a folder of its own that no earlier launch
+  used, as on a fresh machine; then mark the job Complete, or Failed with the nodes' exit codes;
+- `preempt_when(event)`: start the nodes likewise, and once `event()` holds SIGKILL every process
+  of every node (a preemption, a lost node); the job then fails with the nodes' exit codes;
 - `fail_with(reason, message)`: mark the job Failed at once;
 - `complete_without_running`: mark it Complete at once (a runtime that ignored the job's command);
 - `never_finish`: leave it running.
@@ -14,6 +16,7 @@ controller's part through `on_create(stub, job)`:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -26,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import psutil
 import yaml
 
 COLLECTION = re.compile(r"^/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs(?:/([^/]+))?$")
@@ -38,6 +42,7 @@ class TrainerAPIStub:
                  on_create):
         self.root, self.secrets, self.config_maps, self.on_create = Path(root), secrets, config_maps, on_create
         self.jobs: dict[str, dict] = {}
+        self.launches: dict[str, int] = {}
         self.requests: list[tuple[str, str, dict | None]] = []
         self.changed = threading.Condition()
         self._version = 0
@@ -106,22 +111,60 @@ class TrainerAPIStub:
 
 
 def run_nodes(stub: TrainerAPIStub, job: dict) -> None:
+    nodes = _start_nodes(stub, job)
+    if nodes is not None:
+        _finish(stub, job, [process.wait(timeout=900) for process in nodes])
+
+
+def preempt_when(event):
+    def on_create(stub: TrainerAPIStub, job: dict) -> None:
+        nodes = _start_nodes(stub, job)
+        if nodes is None:
+            return
+        while not event() and any(process.poll() is None for process in nodes):
+            time.sleep(0.05)
+        # torchrun starts its workers in sessions of their own: every process is killed by its id.
+        doomed = []
+        for node in nodes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                doomed += [node, *node.children(recursive=True)]
+        for process in doomed:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        # psutil reports a signal as an enum member: the Trainer reports the number.
+        _finish(stub, job, [int(process.wait(timeout=60)) for process in nodes])
+    return on_create
+
+
+def node_folder(stub: TrainerAPIStub, name: str, launch: int, rank: int) -> Path:
+    """Where node `rank` of the `launch`-th job of that name ran (its disk)."""
+    return stub.root / name / f"launch-{launch}" / f"node-{rank}"
+
+
+def _start_nodes(stub: TrainerAPIStub, job: dict) -> list[psutil.Popen] | None:
     name, trainer = job["metadata"]["name"], job["spec"]["trainer"]
     master_port = _free_port()
     try:
         environments = [stub.node_environment(job, rank, master_port) for rank in range(trainer["numNodes"])]
     except KeyError as missing:
-        return stub.set_condition(name, "Failed", "CreateContainerConfigError", f"key {missing} not found")
+        stub.set_condition(name, "Failed", "CreateContainerConfigError", f"key {missing} not found")
+        return None
+    stub.launches[name] = launch = stub.launches.get(name, 0) + 1
     processes = []
     for rank, env in enumerate(environments):
-        folder = stub.root / name / f"node-{rank}"
+        folder = node_folder(stub, name, launch, rank)
         folder.mkdir(parents=True)
-        with open(folder.parent / f"node-{rank}.log", "wb") as log:
-            processes.append(subprocess.Popen(trainer["command"], cwd=folder, env=env, stdout=log,
-                                              stderr=subprocess.STDOUT))
-    codes = [process.wait(timeout=900) for process in processes]
+        with open(folder.with_suffix(".log"), "wb") as log:
+            processes.append(psutil.Popen(trainer["command"], cwd=folder, env=env, stdout=log,
+                                          stderr=subprocess.STDOUT))
+    return processes
+
+
+def _finish(stub: TrainerAPIStub, job: dict, codes: list[int]) -> None:
+    name = job["metadata"]["name"]
     if any(codes):
-        logs = {rank: (stub.root / name / f"node-{rank}.log").read_text()[-1500:] for rank in range(len(codes))}
+        logs = {rank: node_folder(stub, name, stub.launches[name], rank).with_suffix(".log").read_text()[-1500:]
+                for rank in range(len(codes))}
         return stub.set_condition(name, "Failed", "NodesFailed", f"exit codes {codes}; logs {logs}")
     stub.set_condition(name, "Complete", "JobsCompleted", "all nodes succeeded")
 
