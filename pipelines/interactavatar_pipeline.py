@@ -13,8 +13,8 @@ from interactavatar.cluster import ENDPOINT_KEYS, ENDPOINTS_CONFIG_MAP, S3_SECRE
 
 def _with_cluster_settings(task, gpus=None):
     """S3 keys and endpoints from the cluster's Secret and ConfigMap (never inline); GPU tasks
-    (`gpus`: a count or a pipeline parameter) also get a GPU node, its taint tolerated, and a
-    RAM-backed /dev/shm for data loading. A local run ignores all of this."""
+    (`gpus`: a count or a pipeline parameter) also get a GPU node, its taint tolerated, a
+    RAM-backed /dev/shm for data loading, and retries. A local run ignores all but the retries."""
     kubernetes.use_secret_as_env(task, S3_SECRET, {key: key for key in S3_SECRET_KEYS})
     kubernetes.use_config_map_as_env(task, ENDPOINTS_CONFIG_MAP, {key: key for key in ENDPOINT_KEYS})
     if gpus is not None:
@@ -23,6 +23,9 @@ def _with_cluster_settings(task, gpus=None):
         kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
         kubernetes.add_node_selector(task, "nvidia.com/gpu.present", "true")
         kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+        # GPU nodes get preempted: a retried multi-node training task resumes its TrainJob from the
+        # checkpoints mirrored on S3. One retry only: a real error should surface, not repeat.
+        task.set_retry(num_retries=1)
     return task
 
 

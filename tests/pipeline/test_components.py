@@ -50,6 +50,13 @@ def test_pipeline_shape():
         assert inputs["num_nodes"] == {"componentInputParameter": "train_num_nodes"}, name
         assert inputs["gpus_per_node"] == {"componentInputParameter": "train_gpus_per_node"}, name
         assert inputs["trainer_image"]["runtimeValue"]["constant"] == IMAGE, name
+        # A preempted training task is retried once (a multi-node one resumes from S3).
+        assert tasks[name]["retryPolicy"]["maxRetryCount"] == 1, name
+    # PIM trains at its own batch size and learning rate.
+    pim_inputs = tasks["pim-pretrain"]["inputs"]["parameters"]
+    assert pim_inputs["batch_size"] == {"componentInputParameter": "pim_batch_size"}
+    assert pim_inputs["learning_rate"] == {"componentInputParameter": "pim_learning_rate"}
+    assert "retryPolicy" not in tasks["register"]
     assert spec["root"]["inputDefinitions"]["parameters"]["train_num_nodes"]["defaultValue"] == 1
 
 
