@@ -173,10 +173,12 @@ def test_train_job_killed_after_a_checkpoint_reached_s3_resumes_to_bit_identical
     (tag,) = {re.search(r"trainjob node: resuming from (step-\d+)", log)[1] for log in logs}
     resumed_at = int(tag.removeprefix("step-"))
     assert 0 < resumed_at < steps
-    # The second job's training started at that step (its run records when its setup ended).
+    # The second job went on with the killed attempt's MLflow run (named in the checkpoint): one
+    # run, whose setup ended at step 0, then again at the resumed step, and which finished.
     tracking = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     run_id = (tmp_path / "resumed" / "mlflow_run_id").read_text()
-    assert [m.step for m in tracking.get_metric_history(run_id, "setup_s")] == [resumed_at]
+    assert [m.step for m in tracking.get_metric_history(run_id, "setup_s")] == [0, resumed_at]
+    assert tracking.get_run(run_id).info.status == "FINISHED"
 
     resumed, uninterrupted = (load_file(str(tmp_path / run / "model.safetensors")) for run in ("resumed",
                                                                                                "uninterrupted"))

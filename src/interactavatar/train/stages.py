@@ -190,8 +190,8 @@ def run_stage(spec: StageSpec, stop_after: int | None = None) -> Path:
                          ranks=engine.world_size, rank=engine.global_rank)
     is_main = engine.global_rank == 0
 
-    with StageRun(spec.stage, spec.out / "mlflow_run_id", spec.parent_run_id,
-                  enabled=spec.track and is_main) as run:
+    with StageRun(spec.stage, spec.out / "mlflow_run_id", spec.parent_run_id, enabled=spec.track and is_main,
+                  checkpoint_run_id=state and state.get("run_id")) as run:
         if run.enabled:
             run.log_params({"stage": dataclasses.asdict(spec) | {"out": str(spec.out), "data": str(spec.data)},
                             "model": getattr(trained, "cfg", None) and dataclasses.asdict(trained.cfg),

@@ -44,9 +44,13 @@ def peak_memory_mb() -> dict[str, float]:
 class StageRun:
     """A context manager around the stage's MLflow run; rank 0 logs, other ranks do nothing."""
 
-    def __init__(self, stage: str, run_id_file: Path, parent_run_id: str | None, enabled: bool = True):
+    def __init__(self, stage: str, run_id_file: Path, parent_run_id: str | None, enabled: bool = True,
+                 checkpoint_run_id: str | None = None):
+        """`checkpoint_run_id`: the run recorded in the checkpoint being resumed. A stage resumed on a
+        fresh disk (a restarted multi-node job restores its checkpoints from S3, not its --out) goes
+        on with that run instead of opening a second one beside the killed attempt's."""
         self.stage, self.run_id_file, self.parent_run_id = stage, Path(run_id_file), parent_run_id
-        self.enabled = enabled
+        self.enabled, self.checkpoint_run_id = enabled, checkpoint_run_id
         self.run = None
 
     def __enter__(self) -> StageRun:
@@ -57,14 +61,29 @@ class StageRun:
         mlflow.set_tracking_uri(tracking_uri())
         mlflow.set_experiment(EXPERIMENT)
         previous = self.run_id_file.read_text().strip() if self.run_id_file.is_file() else None
+        previous = previous or self._checkpoint_run_in_store()
         if previous:
             self.run = mlflow.start_run(run_id=previous)
         else:
             self.run = mlflow.start_run(run_name=self.stage, parent_run_id=self.parent_run_id,
                                         tags={"stage": self.stage})
-            self.run_id_file.parent.mkdir(parents=True, exist_ok=True)
-            self.run_id_file.write_text(self.run.info.run_id)
+        self.run_id_file.parent.mkdir(parents=True, exist_ok=True)
+        self.run_id_file.write_text(self.run.info.run_id)
         return self
+
+    def _checkpoint_run_in_store(self) -> str | None:
+        """The checkpoint's run id if this tracking store knows it (a checkpoint copied from another
+        store starts a new run rather than failing)."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        if not self.checkpoint_run_id:
+            return None
+        try:
+            mlflow.get_run(self.checkpoint_run_id)
+        except MlflowException:
+            return None
+        return self.checkpoint_run_id
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.run is not None:
