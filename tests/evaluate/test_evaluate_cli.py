@@ -39,13 +39,16 @@ def evaluation(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_writes_metrics_for_model_floor_and_ceiling(evaluation):
     assert evaluation["code"] == 0
     metrics = json.loads((evaluation["out"] / "metrics.json").read_text())
-    assert set(metrics) == {"model", "floor", "ceiling", "per_clip", "config"}
+    assert set(metrics) == {"model", "floor", "vae_ceiling", "ceiling", "per_clip", "config"}
     for gate_metric in ("grounding_iou", "sync_confidence"):  # what registration reads
         assert isinstance(metrics["model"][gate_metric], float)
     assert metrics["ceiling"]["grounding_iou"] == 1.0
     assert metrics["ceiling"]["grounding_iou"] > metrics["floor"]["grounding_iou"]
     assert metrics["ceiling"]["pck_body"] > metrics["floor"]["pck_body"]
     assert metrics["ceiling"]["ssim"] > metrics["floor"]["ssim"]
+    # The tiny model's VAE is untrained: the truth does not survive its round trip.
+    assert metrics["vae_ceiling"]["ssim"] < metrics["ceiling"]["ssim"]
+    assert metrics["vae_ceiling"]["num_clips"] == metrics["model"]["num_clips"]
     assert [clip["clip_id"] for clip in metrics["per_clip"]] == ["synth0-000002"]  # the test split
     assert metrics["config"]["split"] == "test" and metrics["config"]["steps"] == 1
     assert metrics["model"]["num_clips"] == 1.0

@@ -36,7 +36,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from interactavatar.evaluate.run import METRICS_FILE, REPORT_FILE, EvaluationSettings, evaluate
+    from interactavatar.evaluate.run import METRICS_FILE, REPORT_FILE, SYSTEMS, EvaluationSettings, evaluate
 
     if args.num_clips is not None and args.num_clips < 1:
         raise ValueError(f"--num-clips {args.num_clips}: must be at least 1")
@@ -50,7 +50,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     metrics = evaluate(settings)
     summary = {system: {name: metrics[system].get(name) for name in SUMMARY_METRICS}
-               for system in ("model", "floor", "ceiling") if system in metrics}
+               for system in SYSTEMS if system in metrics}
     summary.update(metrics=str(args.out / METRICS_FILE), report=str(args.out / REPORT_FILE))
     print(json.dumps(summary, indent=1))
     return 0

@@ -4,6 +4,8 @@ between a floor and a ceiling.
 1. Load the model directory and the split's clips at the model's sizes (`truth.load_truth`).
 2. Generate each clip from its first frame, sentence and speech (seed = `seed` + clip index).
 3. Floor: an untrained model of the same config (same seeds), built in a temporary directory.
+   VAE ceiling: the ground truth encoded and decoded by the model's VAE, the most its diffusion
+   streams can reach: a model near it is limited by its VAE, not by what its DiTs learned.
    Ceiling: the ground truth itself (its video and its motion rendered at the motion size).
 4. Score every clip for every system, average, write `metrics.json` and `report.html`, and log to
    MLflow when a run is active or MLFLOW_TRACKING_URI is set.
@@ -20,14 +22,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from interactavatar.data.schema import write_text_atomic
 from interactavatar.evaluate.external import ExternalMetric, load_external_metric
-from interactavatar.evaluate.report import Sample, write_report
+from interactavatar.evaluate.report import SYSTEMS, Sample, write_report
 from interactavatar.evaluate.score import aggregate, score_clip
 from interactavatar.evaluate.truth import ClipTruth, load_truth, split_clips
 
-SYSTEMS = ("model", "floor", "ceiling")
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
 
@@ -67,6 +69,8 @@ def evaluate(settings: EvaluationSettings) -> dict:
         with tempfile.TemporaryDirectory(prefix="interactavatar-floor-") as scratch:
             floor = _untrained_like(pipeline, Path(scratch) / "floor", settings)
             scores["floor"] = _score_pipeline("floor", floor, truths, settings, externals, samples)
+    scores["vae_ceiling"] = [_score("vae_ceiling", _through_vae(pipeline, t.video), _through_vae(pipeline, t.motion),
+                                    t, settings, externals, samples, index) for index, t in enumerate(truths)]
     scores["ceiling"] = [_score("ceiling", t.video, t.motion, t, settings, externals, samples, index)
                          for index, t in enumerate(truths)]
 
@@ -102,6 +106,15 @@ def _score(system: str, video: np.ndarray, motion: np.ndarray, truth: ClipTruth,
     for metric in externals.values():
         scores.update(metric(video, motion, truth))
     return scores
+
+
+@torch.no_grad()
+def _through_vae(pipeline, frames: np.ndarray) -> np.ndarray:
+    """[T, H, W, 3] uint8 (T = 1 + 4k) -> the same frames encoded and decoded by the model's VAE."""
+    from interactavatar.generation import to_frames, to_pixels
+
+    vae = pipeline.bundle.vae
+    return to_frames(vae.decode(vae.encode(to_pixels(frames, pipeline.device))))
 
 
 def _untrained_like(pipeline, directory: Path, settings: EvaluationSettings):
