@@ -15,7 +15,7 @@ from pathlib import Path
 
 STAGES = ("vae", "pim", "audio", "joint", "evaluate")
 STEPS = {"preset": "tiny", "vae_steps": 20, "pim_steps": 20, "audio_steps": 20, "joint_steps": 20,
-         "batch_size": 2, "pim_batch_size": 2, "eval_clips": 2, "eval_steps": 4, "apply_deployment": False}
+         "batch_size": 2, "vae_batch_size": 2, "pim_batch_size": 2, "eval_clips": 2, "eval_steps": 4, "apply_deployment": False}
 
 
 def run(quick: bool = False) -> dict:

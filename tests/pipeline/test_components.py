@@ -56,6 +56,7 @@ def test_pipeline_shape():
     pim_inputs = tasks["pim-pretrain"]["inputs"]["parameters"]
     assert pim_inputs["batch_size"] == {"componentInputParameter": "pim_batch_size"}
     assert pim_inputs["learning_rate"] == {"componentInputParameter": "pim_learning_rate"}
+    assert tasks["vae-pretrain"]["inputs"]["parameters"]["batch_size"] == {"componentInputParameter": "vae_batch_size"}
     assert "retryPolicy" not in tasks["register"]
     assert spec["root"]["inputDefinitions"]["parameters"]["train_num_nodes"]["defaultValue"] == 1
 

@@ -15,7 +15,7 @@ from data_repo import DVC, git, make_data_repo
 pytestmark = pytest.mark.integration
 
 STEPS = ["--param", "preset=tiny", "--param", "vae_steps=2", "--param", "pim_steps=2", "--param", "audio_steps=2",
-         "--param", "joint_steps=2", "--param", "batch_size=2", "--param", "pim_batch_size=2", "--param", "eval_clips=1", "--param", "eval_steps=2",
+         "--param", "joint_steps=2", "--param", "batch_size=2", "--param", "vae_batch_size=2", "--param", "pim_batch_size=2", "--param", "eval_clips=1", "--param", "eval_steps=2",
          "--param", "apply_deployment=false"]
 
 
