@@ -2,10 +2,11 @@
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 import yaml
+from json_stub import JSONStubHandler
 from kfp import dsl
 
 from components import IMAGE
@@ -77,20 +78,12 @@ def test_validate_data_fetches_at_a_revision_and_fails_on_bad_data(data_repo, tm
             summary=artifact(dsl.Metrics, tmp_path / "s2"))
 
 
-class KubernetesAPIStub(BaseHTTPRequestHandler):
+class KubernetesAPIStub(JSONStubHandler):
     """Stands in for a Kubernetes API server (none can run here): it records requests to the
     InferenceService collection and answers create with 201, or 409 once the object exists."""
 
     objects: dict = {}
     requests: list = []
-
-    def _answer(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_POST(self):  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

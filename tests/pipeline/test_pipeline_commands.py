@@ -9,11 +9,12 @@ kfp_server_api's models, and records every request.
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
+from json_stub import JSONStubHandler
 
 from interactavatar.cli import main
 from interactavatar.pipeline_commands import COMPILED
@@ -21,17 +22,9 @@ from interactavatar.pipeline_commands import COMPILED
 DATA_REPO = "https://git.example.com/interactavatar-data.git"
 
 
-class KFPAPIStub(BaseHTTPRequestHandler):
+class KFPAPIStub(JSONStubHandler):
     requests: list  # (method, path, query, body), shared by the server's handlers
     experiments: list
-
-    def _answer(self, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _record(self, body=None):
         url = urlparse(self.path)
@@ -41,10 +34,10 @@ class KFPAPIStub(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         path = self._record()
         if path == "/apis/v2beta1/healthz":
-            return self._answer({"multi_user": False})
+            return self._answer(200, {"multi_user": False})
         if path == "/apis/v2beta1/experiments":
             wanted = json.loads(self.requests[-1][2]["filter"])["predicates"][0]["stringValue"]
-            return self._answer({"experiments": [e for e in self.experiments if e["display_name"] == wanted]})
+            return self._answer(200, {"experiments": [e for e in self.experiments if e["display_name"] == wanted]})
         self.send_error(404)
 
     def do_POST(self):  # noqa: N802
@@ -53,11 +46,11 @@ class KFPAPIStub(BaseHTTPRequestHandler):
         if path == "/apis/v2beta1/experiments":
             experiment = {**body, "experiment_id": f"experiment-{len(self.experiments) + 1}"}
             self.experiments.append(experiment)
-            return self._answer(experiment)
+            return self._answer(200, experiment)
         if path == "/apis/v2beta1/runs":
-            return self._answer({**body, "run_id": "run-1", "state": "PENDING"})
+            return self._answer(200, {**body, "run_id": "run-1", "state": "PENDING"})
         if path == "/apis/v2beta1/recurringruns":
-            return self._answer({**body, "recurring_run_id": "recurring-1", "status": "ENABLED"})
+            return self._answer(200, {**body, "recurring_run_id": "recurring-1", "status": "ENABLED"})
         self.send_error(404)
 
     def log_message(self, *args):

@@ -25,12 +25,13 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import psutil
 import yaml
+from json_stub import JSONStubHandler
 
 COLLECTION = re.compile(r"^/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs(?:/([^/]+))?$")
 # The launching process's own settings must not reach the nodes: they get the job's env only.
@@ -190,17 +191,9 @@ def _free_port() -> int:
 
 
 def _handler(stub: TrainerAPIStub):
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONStubHandler):
         # A watch is a chunked response, as the API server streams it: HTTP/1.1.
         protocol_version = "HTTP/1.1"
-
-        def _answer(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
         def _route(self):
             url = urlparse(self.path)
