@@ -107,7 +107,13 @@ class CheckpointManager:
         return state
 
     def _prune(self, current: str) -> None:
-        tags = sorted(p.name for p in self.directory.glob(f"{TAG_PREFIX}*") if p.is_dir())
-        stale = [t for t in tags if t > current] + [t for t in tags if t <= current][: -self.keep]
-        for tag in stale:
+        tags = [p.name for p in self.directory.glob(f"{TAG_PREFIX}*") if p.is_dir()]
+        for tag in stale_tags(tags, current, self.keep):
             shutil.rmtree(self.directory / tag, ignore_errors=True)
+
+
+def stale_tags(tags, current: str, keep: int) -> list[str]:
+    """The tags to remove once `current` is published: all newer ones (what a killed attempt left
+    half-written) and all but the `keep` newest up to `current`."""
+    tags = sorted(tags)
+    return [t for t in tags if t > current] + [t for t in tags if t <= current][:-keep]

@@ -25,9 +25,9 @@ from interactavatar.storage import (
     read_bytes,
     remove_prefix,
     upload_bytes,
-    upload_file,
+    upload_folder,
 )
-from interactavatar.train.checkpoint import POINTER, TAG_PREFIX
+from interactavatar.train.checkpoint import POINTER, TAG_PREFIX, stale_tags
 
 MIRROR_POINTER = "LATEST.json"
 
@@ -41,11 +41,10 @@ class CheckpointMirror:
     def upload_tag(self, directory: str | Path, tag: str) -> dict[str, int]:
         """Upload the files of `tag` on this node's disk; returns {<tag>/<file>: size}. It may be
         none: without ZeRO, rank 0 writes the whole tag."""
-        files = {path.relative_to(directory).as_posix(): path.stat().st_size
-                 for path in sorted((Path(directory) / tag).rglob("*")) if path.is_file()}
-        for relative in files:
-            upload_file(self.s3, Path(directory) / relative, f"{self.uri}/{relative}")
-        return files
+        folder = Path(directory) / tag
+        upload_folder(self.s3, folder, f"{self.uri}/{tag}")
+        return {f"{tag}/{path.relative_to(folder).as_posix()}": path.stat().st_size
+                for path in folder.rglob("*") if path.is_file()}
 
     def publish(self, tag: str, files: dict[str, int]) -> None:
         """Point LATEST.json at `tag` once every one of `files` (all nodes' uploads) is on S3 with
@@ -91,9 +90,7 @@ class CheckpointMirror:
         return latest["tag"]
 
     def _prune(self, current: str) -> None:
-        tags = sorted({name.split("/", 1)[0] for name in object_sizes(self.s3, self.uri)
-                       if name.startswith(TAG_PREFIX) and "/" in name})
-        # Tags newer than the published one are what a killed attempt left half-uploaded.
-        stale = [t for t in tags if t > current] + [t for t in tags if t <= current][: -self.keep]
-        for tag in stale:
+        tags = {name.split("/", 1)[0] for name in object_sizes(self.s3, self.uri)
+                if name.startswith(TAG_PREFIX) and "/" in name}
+        for tag in stale_tags(tags, current, self.keep):
             remove_prefix(self.s3, f"{self.uri}/{tag}")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from interactavatar.model.io import atomic_write_bytes
+
 DEFAULT_TRACKING_URI = "sqlite:///work/mlflow.db"
 EXPERIMENT = "interactavatar"
 
@@ -68,7 +70,7 @@ class StageRun:
             self.run = mlflow.start_run(run_name=self.stage, parent_run_id=self.parent_run_id,
                                         tags={"stage": self.stage})
         self.run_id_file.parent.mkdir(parents=True, exist_ok=True)
-        self.run_id_file.write_text(self.run.info.run_id)
+        atomic_write_bytes(self.run_id_file, self.run.info.run_id.encode())
         return self
 
     def _checkpoint_run_in_store(self) -> str | None:
