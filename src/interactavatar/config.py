@@ -80,13 +80,6 @@ class AudioConfig:
     sample_rate: int = 16000
     fps: int = 25
 
-    @property
-    def later_window(self) -> int:
-        """Features a later latent frame sees: half-windows at its two ends plus the centre of
-        each inner video frame (MultiTalk), 8 for a 5-frame window and 4x temporal compression."""
-        half = self.window // 2
-        return 2 * (half + 1) + 2
-
 
 @dataclass
 class SamplerConfig:

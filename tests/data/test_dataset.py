@@ -9,7 +9,6 @@ from interactavatar.config import preset
 from interactavatar.data.dataset import (
     CURRICULUM_TASKS,
     ClipDataset,
-    audio_windows,
     curriculum_sample,
     curriculum_task,
     face_mask,
@@ -32,7 +31,7 @@ def test_item_shapes_for_demo_preset(demo_dataset):
     shapes = {key: tuple(value.shape) for key, value in item.items() if isinstance(value, torch.Tensor)}
     assert shapes == {
         "video": (3, 17, 128, 128), "motion": (3, 17, 64, 64), "reference": (3, 1, 128, 128),
-        "motion_reference": (3, 1, 64, 64), "audio": (10880,), "audio_windows": (5, 8 * 640),
+        "motion_reference": (3, 1, 64, 64), "audio": (10880,),
         "face_mask": (5, 16, 16), "body": (17, 18, 3), "left_hand": (17, 21, 3), "right_hand": (17, 21, 3),
         "target_box": (17, 4),
     }
@@ -90,20 +89,6 @@ def test_short_clip_holds_last_frame(tmp_path):
     item = ClipDataset(root, preset("demo"), split=None)[0]
     torch.testing.assert_close(item["video"][:, 9:], item["video"][:, 8:9].expand(-1, 8, -1, -1))
     assert item["audio"][9 * 640:].abs().max() == 0 and item["audio"][: 9 * 640].abs().max() > 0
-
-
-def test_audio_windows_follow_latent_frames():
-    config = preset("demo")
-    audio = torch.arange(1, 10881, dtype=torch.float32)
-    windows = audio_windows(audio, config)
-    per_frame = 640
-    assert windows.shape == (5, 8 * per_frame)
-    # Latent frame 0 sees video frames -5..2: zeros, then frames 0..2.
-    assert windows[0, : 5 * per_frame].abs().max() == 0
-    torch.testing.assert_close(windows[0, 5 * per_frame:], audio[: 3 * per_frame])
-    # Latent frame 1 covers frames 1..4 and sees -1..6.
-    torch.testing.assert_close(windows[1, per_frame:], audio[: 7 * per_frame])
-    torch.testing.assert_close(windows[2], audio[3 * per_frame: 11 * per_frame])
 
 
 def test_face_mask_marks_the_face_cells():

@@ -90,7 +90,6 @@ class ClipDataset(Dataset):
       video [3, F, H, W], motion [3, F, Hm, Wm], reference [3, 1, H, W],
       motion_reference [3, 1, Hm, Wm] (the reference image at the motion size): float in [-1, 1];
       audio [S] (16 kHz mono, -23 LUFS unless near-silent, cut or zero-padded to the frames);
-      audio_windows [L, later_window * S/F]: the raw audio each latent frame attends to;
       face_mask [L, H/c, W/c] (c = vae.spatial_compression): 1 on latent cells touching the face;
       body [F, 18, 3], left_hand / right_hand [F, 21, 3], target_box [F, 4] (NaN: no target),
       all in video_size pixels; text (str), clip_id (str).
@@ -144,7 +143,6 @@ class ClipDataset(Dataset):
             "reference": video[:, :1].contiguous(),
             "motion_reference": crop.image(frames[picks[:1]], config.motion_size),
             "audio": audio,
-            "audio_windows": audio_windows(audio, config),
             "face_mask": face_mask(face, config),
             "body": torch.from_numpy(body).float(),
             "left_hand": torch.from_numpy(left_hand).float(),
@@ -185,23 +183,6 @@ def loudness_normalised(samples: np.ndarray, rate: int) -> np.ndarray:
     if not np.isfinite(loudness) or loudness < SILENCE_LUFS:
         return samples
     return np.clip(pyloudnorm.normalize.loudness(samples, loudness, TARGET_LUFS), -1, 1).astype(np.float32)
-
-
-def audio_windows(audio: torch.Tensor, config: InteractAvatarConfig) -> torch.Tensor:
-    """[S] -> [L, later_window * samples_per_frame]. Latent frame l covers video frames up to
-    e = T*l (T = vae.temporal_compression); its window is the `later_window` frames ending at
-    e + window//2 (MultiTalk: a later latent frame sees its frames plus half a window each side;
-    the first sees frames -2..2, which this window contains). Outside the clip: zeros."""
-    per_frame = config.audio.sample_rate // config.audio.fps
-    width = config.audio.later_window
-    half = config.audio.window // 2
-    compression = config.vae.temporal_compression
-    padded = F.pad(audio, (width * per_frame, width * per_frame))
-    windows = []
-    for latent in range(config.latent_frames):
-        end = (compression * latent + half + 1) * per_frame + width * per_frame
-        windows.append(padded[end - width * per_frame: end])
-    return torch.stack(windows)
 
 
 def face_mask(face: np.ndarray, config: InteractAvatarConfig) -> torch.Tensor:
