@@ -42,13 +42,14 @@ class Gate:
             raise ValueError(f"gate: metrics need a direction 'max' or 'min', got {bad or self.metrics}")
 
     def beats(self, new: dict[str, float], old: dict[str, float]) -> bool:
-        improvements = []
-        for name, direction in self.metrics.items():
-            if name not in new or name not in old:
-                return name in new
-            gain = new[name] - old[name] if direction == "max" else old[name] - new[name]
-            improvements.append(gain)
-        return all(g >= self.margin for g in improvements) and any(g > 0 for g in improvements)
+        """Whether `new` may replace `old`: it has every gate metric, loses none of those `old` has
+        by more than the margin allows, and gains in one of them, or has one that `old` lacks."""
+        if any(name not in new for name in self.metrics):
+            return False
+        gains = [new[name] - old[name] if direction == "max" else old[name] - new[name]
+                 for name, direction in self.metrics.items() if name in old]
+        newly_measured = len(gains) < len(self.metrics)
+        return all(g >= self.margin for g in gains) and (newly_measured or any(g > 0 for g in gains))
 
     @classmethod
     def parse(cls, metrics: str, margin: float) -> Gate:

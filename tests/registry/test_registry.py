@@ -70,6 +70,20 @@ def test_margin_and_rollback(model_dir, tmp_path, sqlite_uri):
         rollback(gate=Gate({"grounding_iou": "min"}), tracking_uri=sqlite_uri)
 
 
+def test_gate_compares_every_metric_the_champion_has():
+    gate = Gate({"grounding_iou": "max", "sync_confidence": "max"})
+    champion = {"grounding_iou": 0.5, "sync_confidence": 0.4}
+    assert gate.beats({"grounding_iou": 0.6, "sync_confidence": 0.4}, champion)
+    assert not gate.beats({"grounding_iou": 0.6, "sync_confidence": 0.3}, champion)
+    assert not gate.beats(dict(champion), champion)  # equal everywhere: nothing gained
+    assert not gate.beats({"grounding_iou": 0.9}, champion)  # cannot show its sync
+    # A champion scored before sync was a gate metric: the new version gains that measurement,
+    # and still may not lose grounding.
+    older = {"grounding_iou": 0.5}
+    assert gate.beats({"grounding_iou": 0.5, "sync_confidence": 0.1}, older)
+    assert not gate.beats({"grounding_iou": 0.4, "sync_confidence": 0.9}, older)
+
+
 def test_bad_inputs_are_named(model_dir, tmp_path, sqlite_uri):
     with pytest.raises(ValueError, match=r"m.json.*sync_confidence"):
         (tmp_path / "m.json").write_text(json.dumps({"model": {"grounding_iou": 0.1}}))
