@@ -42,6 +42,8 @@ class CheckpointMirror:
         """Upload the files of `tag` on this node's disk; returns {<tag>/<file>: size}. It may be
         none: without ZeRO, rank 0 writes the whole tag."""
         folder = Path(directory) / tag
+        if not folder.is_dir():  # a node none of whose ranks wrote a file of the tag
+            return {}
         upload_folder(self.s3, folder, f"{self.uri}/{tag}")
         return {f"{tag}/{path.relative_to(folder).as_posix()}": path.stat().st_size
                 for path in folder.rglob("*") if path.is_file()}
