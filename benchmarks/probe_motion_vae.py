@@ -8,10 +8,11 @@ motion of the test clips and reads it back with the renderer's inverse: the most
 could score. `--shared-vae` adds the same round trip for a VAE trained by the real stage (videos and
 motion videos alternating), the reference. Not part of `make bench`: it trains for minutes per row.
 
-Variants: the stage's objective (posterior sample, foreground-weighted L1); the posterior mean
-decoded instead (no sampling noise); pixels that move weighted up too (`moving`: differing from the
-clip's per-pixel median over frames); and the same without temporal compression, which tells
-whether the 4x time compression is what blurs the moving arm.
+Variants: the stage's earlier objective (posterior sample, foreground-weighted L1); the posterior
+mean decoded instead (no sampling noise); pixels that move weighted up too (`moving`: differing from
+the clip's per-pixel median over frames); the same without temporal compression, which tells
+whether the 4x time compression is what blurs the moving arm; and the stage's objective now, each
+palette colour weighted by its rarity (`palette_class_weights`), alone and with moving pixels x3.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from interactavatar.evaluate.metrics import grounding_metrics
 from interactavatar.evaluate.truth import load_truth, split_clips
 from interactavatar.generation import to_frames, to_pixels
 from interactavatar.model.vae import CausalVAE
-from interactavatar.train.objectives import foreground_weights
+from interactavatar.train.objectives import foreground_weights, palette_class_weights
 
 VARIANTS = {
     "stage objective (posterior sample)": {},
@@ -39,6 +40,8 @@ VARIANTS = {
     "posterior mean + moving x40": {"deterministic": True, "moving": 40.0},
     "posterior mean + moving x40, no temporal compression": {
         "deterministic": True, "moving": 40.0, "temporal_downsample_levels": ()},
+    "palette class weights (the stage's objective now)": {"palette": True},
+    "palette class weights x (1 + 2 x moving)": {"palette": True, "moving_factor": 2.0},
 }
 METRICS = ("grounding_iou", "contact_accuracy", "pck_body", "pck_hands")
 
@@ -56,13 +59,18 @@ def train_motion_vae(motions: torch.Tensor, variant: dict, steps: int, batch_siz
         cfg = dataclasses.replace(cfg, temporal_downsample_levels=variant["temporal_downsample_levels"])
     torch.manual_seed(0)
     vae = CausalVAE(cfg)
+    class_weights = palette_class_weights(motions) if variant.get("palette") else None
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     started = time.perf_counter()
     for step in range(steps):
-        pixels = motions[torch.randint(len(motions), (batch_size,))]
+        picks = torch.randint(len(motions), (batch_size,))
+        pixels = motions[picks]
         mean, logvar = vae.encode_distribution(pixels)
         latents = mean if variant.get("deterministic") else mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-        weights = foreground_weights(pixels, 20.0) + variant.get("moving", 0.0) * moving_mask(pixels)
+        if class_weights is not None:
+            weights = class_weights[picks] * (1 + variant.get("moving_factor", 0.0) * moving_mask(pixels))
+        else:
+            weights = foreground_weights(pixels, 20.0) + variant.get("moving", 0.0) * moving_mask(pixels)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
         loss = ((vae.decode(latents) - pixels).abs() * weights).mean() + 1e-6 * kl
         optimizer.zero_grad()
@@ -94,6 +102,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--num-clips", type=int, default=16)
+    parser.add_argument("--variants", nargs="*", help="names (or unique prefixes) of the variants to run; all by default")
     args = parser.parse_args()
 
     dataset = ClipDataset(args.data, preset("demo"), split="train")
@@ -102,7 +111,8 @@ def main() -> None:
     if args.shared_vae:
         scores = round_trip(CausalVAE.from_pretrained(args.shared_vae).eval(), args.data, args.num_clips)
         print(f"| shared stage ({args.shared_vae.name}) | | {' | '.join(f'{scores[k]:.3f}' for k in METRICS)} |")
-    for name, variant in VARIANTS.items():
+    chosen = {name: v for name, v in VARIANTS.items() if not args.variants or any(name.startswith(p) for p in args.variants)}
+    for name, variant in chosen.items():
         vae, seconds = train_motion_vae(motions, variant, args.steps, args.batch_size)
         scores = round_trip(vae, args.data, args.num_clips)
         print(f"| {name} | {seconds:.0f} | {' | '.join(f'{scores[k]:.3f}' for k in METRICS)} |", flush=True)

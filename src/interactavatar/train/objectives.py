@@ -8,9 +8,11 @@ step's. So a sample is noised alike on any rank, and a resumed run repeats an un
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from interactavatar.data.render import PALETTE, classify_pixels
 from interactavatar.flow import add_noise, flow_loss, null_text, sample_training_sigmas
 from interactavatar.model import InteractAvatar
 from interactavatar.model.vae import CausalVAE
@@ -47,9 +49,28 @@ def foreground_weights(pixels: torch.Tensor, weight: float, threshold: float = 0
     return 1 + weight * standing_out.to(pixels.dtype)
 
 
+def palette_class_weights(motions: torch.Tensor, max_weight: float = 100.0) -> torch.Tensor:
+    """Motion videos [N, 3, F, H, W] in [-1, 1] -> per-pixel L1 weights [N, 1, F, H, W].
+
+    Each pixel is weighted by its palette class (black, box, each limb, joint and finger colour):
+    sqrt(black's pixel count / its class's count), clipped to [1, max_weight]. Under a single
+    foreground weight the box, the largest class, outweighs the whole skeleton, and a small VAE
+    learns the box and draws the figure as a soft column; weighting by rarity makes each joint and
+    finger worth drawing. (Demo VAE, motion only, 300 steps: PCK body 0.25 -> 0.62, PCK hands
+    0.0 -> 0.43, box IoU 0.65 -> 0.58; BENCHMARKS.md.)
+    """
+    frames = ((motions.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+    classes = np.stack([classify_pixels(frame) for frame in frames.reshape(-1, *frames.shape[2:])])
+    counts = np.bincount(classes.ravel(), minlength=len(PALETTE)).astype(np.float64)
+    table = np.sqrt(counts[0] / np.maximum(counts, 1.0)).clip(1.0, max_weight)
+    weights = torch.from_numpy(table[classes].astype(np.float32)).reshape(*frames.shape[:4])
+    return weights[:, None]
+
+
 class VAEObjective(nn.Module):
-    """Foreground-weighted reconstruction (L1) plus a small KL to a unit Gaussian, on videos and
-    motion videos."""
+    """Weighted reconstruction (L1) plus a small KL to a unit Gaussian, on videos and motion videos.
+    A batch may bring its own per-pixel weights ("weights", e.g. `palette_class_weights` for motion
+    videos); otherwise its foreground is weighted (`foreground_weights`)."""
 
     def __init__(self, vae: CausalVAE, kl_weight: float = 1e-6, foreground_weight: float = 20.0):
         super().__init__()
@@ -61,7 +82,9 @@ class VAEObjective(nn.Module):
         latents = mean + torch.exp(0.5 * logvar) * randomness.normal_like(mean)
         reconstruction = self.vae.decode((latents - self.vae.cfg.latent_mean) / self.vae.cfg.latent_std)
         error = (reconstruction - pixels).abs()
-        weighted = (error * foreground_weights(pixels, self.foreground_weight)).mean()
+        weights = batch.get("weights")
+        weights = foreground_weights(pixels, self.foreground_weight) if weights is None else weights
+        weighted = (error * weights).mean()
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
         return {"loss": weighted + self.kl_weight * kl, "l1": error.mean().detach(), "kl": kl.detach()}
 

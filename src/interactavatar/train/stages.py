@@ -24,7 +24,13 @@ from interactavatar.train import engine as ds
 from interactavatar.train.checkpoint import CheckpointManager
 from interactavatar.train.curriculum import Curriculum
 from interactavatar.train.features import FeatureCache, build_cache
-from interactavatar.train.objectives import AudioObjective, JointObjective, PIMObjective, VAEObjective
+from interactavatar.train.objectives import (
+    AudioObjective,
+    JointObjective,
+    PIMObjective,
+    VAEObjective,
+    palette_class_weights,
+)
 from interactavatar.train.sampling import BatchLayout, StepRandomness, clip_indices
 from interactavatar.train.tracking import StageRun, peak_memory_mb
 
@@ -86,7 +92,7 @@ def _prepare(spec: StageSpec, device: torch.device):
         # Videos and motion videos differ in size: keep them as two tensors, alternating steps.
         videos = torch.stack(pixels[0::2])
         motions = torch.stack(pixels[1::2])
-        return VAEObjective(vae), vae, (videos, motions)
+        return VAEObjective(vae), vae, (videos, motions, palette_class_weights(motions))
 
     if spec.stage == "joint":
         bundle = load_bundle(spec.audio)
@@ -122,7 +128,7 @@ def _micro_batch(spec: StageSpec, data, layout: BatchLayout, step: int, micro: i
     samples = layout.samples(step, micro)
     randomness = StepRandomness.keyed(spec.seed, step, samples)
     if spec.stage == "vae":
-        videos, motions = data
+        videos, motions, motion_weights = data
         # Videos and motion videos differ in size: a whole step takes one kind, the steps
         # alternating, each kind in its own epoch order.
         source = videos if step % 2 == 0 else motions
@@ -130,10 +136,11 @@ def _micro_batch(spec: StageSpec, data, layout: BatchLayout, step: int, micro: i
         window = min(spec.vae_window_frames or source.shape[2], source.shape[2])
         last_start = source.shape[2] - window
         starts = randomness.each(lambda generator: torch.randint(last_start + 1, (1,), generator=generator))
-        pixels = torch.stack(
-            [source[clip, :, start : start + window] for clip, start in zip(clips, starts, strict=True)]
-        )
-        return {"pixels": pixels.to(device)}, randomness
+        windows = [(clip, slice(start, start + window)) for clip, start in zip(clips, starts, strict=True)]
+        batch = {"pixels": torch.stack([source[clip, :, frames] for clip, frames in windows])}
+        if source is motions:
+            batch["weights"] = torch.stack([motion_weights[clip, :, frames] for clip, frames in windows])
+        return {key: value.to(device) for key, value in batch.items()}, randomness
     cache: FeatureCache = data
     return cache.select(clip_indices(samples, len(cache), spec.seed), device), randomness
 
