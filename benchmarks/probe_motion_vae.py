@@ -35,12 +35,12 @@ from interactavatar.model.vae import CausalVAE
 from interactavatar.train.objectives import foreground_weights, palette_class_weights
 
 VARIANTS = {
-    "stage objective (posterior sample)": {},
+    "foreground x20, posterior sample (the stage's earlier objective)": {},
     "posterior mean": {"deterministic": True},
     "posterior mean + moving x40": {"deterministic": True, "moving": 40.0},
     "posterior mean + moving x40, no temporal compression": {
         "deterministic": True, "moving": 40.0, "temporal_downsample_levels": ()},
-    "palette class weights (the stage's objective now)": {"palette": True},
+    "palette class weights (the stage's objective)": {"palette": True},
     "palette class weights x (1 + 2 x moving)": {"palette": True, "moving_factor": 2.0},
 }
 METRICS = ("grounding_iou", "contact_accuracy", "pck_body", "pck_hands")

@@ -14,6 +14,8 @@ from interactavatar.evaluate.metrics import (
     box_iou,
     contact_accuracy,
     grounding_metrics,
+    hand_touches,
+    hand_wrong_object,
     identity_similarity,
     pck,
     static_region,
@@ -31,6 +33,7 @@ def test_ground_truth_scores_the_ceiling(truths):
     assert summary["grounding_iou"] == 1.0
     assert summary["wrong_object_rate"] == 0.0
     assert summary["contact_accuracy"] == 1.0
+    assert summary["hand_wrong_object_rate"] == 0.0
     assert summary["pck_body"] == summary["pck_hands"] == 1.0
     assert summary["pck_body_0.05"] == summary["pck_hands_0.05"] == 1.0
     assert summary["ssim"] == pytest.approx(1.0, abs=1e-4)
@@ -46,6 +49,7 @@ def test_black_motion_finds_nothing(truths):
     scores = score_clip(truth.video, np.zeros_like(truth.motion), truth)
     assert scores["grounding_iou"] == 0.0 and scores["box_detection_rate"] == 0.0
     assert scores["wrong_object"] == 1.0  # a missing box counts as wrong
+    assert scores["hand_wrong_object"] is None  # no hand drawn: contact_accuracy counts that
     assert scores["pck_body"] == scores["pck_hands"] == 0.0
 
 
@@ -85,6 +89,34 @@ def test_contact_fails_when_the_acting_hand_stays_away(truths):
             for f in truth.motion_decoded]
     assert contact_accuracy(truth.motion_decoded, truth.motion_decoded, margin) == 1.0
     assert contact_accuracy(away, truth.motion_decoded, margin) == 0.0
+
+
+def test_hand_moved_onto_another_object_picks_the_wrong_object(truths):
+    margin = 0.05 * 32
+    truth = next(t for t in truths if hand_wrong_object(t.motion_decoded, t.motion_decoded, t.other_boxes, margin) == 0.0)
+    side = acting_hand(truth.motion_decoded, margin)
+    contact = [i for i, (f, o) in enumerate(zip(truth.motion_decoded, truth.other_boxes, strict=True))
+               if len(o) and hand_touches(getattr(f, side), f.box, margin)]
+
+    def moved_onto(frame, index):
+        """The acting hand shifted so that its wrist lands on the centre of another object."""
+        hand = getattr(frame, side)
+        if index not in contact:
+            return frame
+        centre = truth.other_boxes[index][0].reshape(2, 2).mean(0)
+        return dataclasses.replace(frame, **{side: hand + np.append(centre - hand[0, :2], 0.0) * (hand[:, 2:] > 0)})
+
+    moved = [moved_onto(f, i) for i, f in enumerate(truth.motion_decoded)]
+    assert hand_wrong_object(moved, truth.motion_decoded, truth.other_boxes, margin) == 1.0
+    hidden = [dataclasses.replace(f, **{side: np.zeros((21, 3))}) if i == contact[0] else m
+              for i, (f, m) in enumerate(zip(truth.motion_decoded, moved, strict=True))]
+    # A frame without the hand is left out: the others still go to the wrong object.
+    assert hand_wrong_object(hidden, truth.motion_decoded, truth.other_boxes, margin) == 1.0
+    half = [m if i in contact[::2] else f for i, (f, m) in enumerate(zip(truth.motion_decoded, moved, strict=True))]
+    assert hand_wrong_object(half, truth.motion_decoded, truth.other_boxes, margin) == pytest.approx(
+        len(contact[::2]) / len(contact))
+    alone = [np.zeros((0, 4)) for _ in truth.other_boxes]
+    assert hand_wrong_object(moved, truth.motion_decoded, alone, margin) is None  # one object: nothing to confuse
 
 
 def test_pck_threshold_visibility_and_undefined():

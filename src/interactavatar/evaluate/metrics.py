@@ -81,6 +81,25 @@ def contact_accuracy(predicted: list[DecodedFrame], truth: list[DecodedFrame], m
     return float(np.mean([hand_touches(getattr(p, side), t.box, margin) for p, t in contact]))
 
 
+def hand_wrong_object(predicted: list[DecodedFrame], truth: list[DecodedFrame], other_boxes: list[np.ndarray],
+                      margin: float) -> float | None:
+    """Whether the acting hand goes to another object: over the frames where the truth's acting hand
+    touches the target and the predicted acting hand shows a wrist or fingertip, the fraction where
+    that hand does not touch the target (within `margin`) and lies nearer one of `other_boxes`. None when the clip shows no contact, no other object, or the prediction no hand there.
+    The hand's counterpart of `wrong_object`: with several objects on the table, does the hand pick
+    the one the sentence names. Read it with `contact_accuracy`, which counts a missing hand."""
+    side = acting_hand(truth, margin)
+    wrong = []
+    for p, t, others in zip(predicted, truth, other_boxes, strict=True):
+        points = getattr(p, side)[list(HAND_CONTACT_POINTS)]
+        visible = points[points[:, 2] > 0, :2]
+        if len(others) and len(visible) and hand_touches(getattr(t, side), t.box, margin):
+            to_target = min(point_box_distance(q, t.box) for q in visible)
+            wrong.append(to_target > margin and any(point_box_distance(q, other) < to_target
+                                                    for q in visible for other in others))
+    return float(np.mean(wrong)) if wrong else None
+
+
 def pck(predicted: np.ndarray, truth: np.ndarray, threshold: float) -> float | None:
     """Percentage of correct keypoints: predicted [..., K, 3] vs truth [..., K, 3]. Over the truth's
     visible points (conf > 0), the fraction predicted visible and within `threshold` px.
@@ -107,6 +126,7 @@ def grounding_metrics(predicted: list[DecodedFrame], truth: list[DecodedFrame], 
         "wrong_object": float(np.mean(wrong) > 0.5) if boxed else None,
         "box_detection_rate": float(np.mean([p.box is not None for p in predicted])),
         "contact_accuracy": contact_accuracy(predicted, truth, contact_margin * short_side),
+        "hand_wrong_object": hand_wrong_object(predicted, truth, other_boxes, contact_margin * short_side),
     }
     body_pred, body_truth = np.stack([f.body for f in predicted]), np.stack([f.body for f in truth])
     hands_pred = np.stack([np.concatenate([f.left_hand, f.right_hand]) for f in predicted])

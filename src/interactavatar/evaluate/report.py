@@ -24,6 +24,7 @@ METRIC_NOTES = {
     "wrong_object_rate": ("min", "clips whose box marks another object, or none, in most frames"),
     "box_detection_rate": ("max", "frames where a box is decoded at all"),
     "contact_accuracy": ("max", "frames of true hand-object contact where the acting hand touches the target"),
+    "hand_wrong_object_rate": ("min", "contact frames where the drawn acting hand is nearer another object than the target"),
     "pck_body": ("max", "body keypoints within 10% of the short side"),
     "pck_hands": ("max", "hand keypoints within 10% of the short side"),
     "pck_body_0.05": ("max", "body keypoints within 5% of the short side"),

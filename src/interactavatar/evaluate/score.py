@@ -19,7 +19,7 @@ from interactavatar.evaluate.metrics import (
 from interactavatar.evaluate.truth import ClipTruth
 
 # Per-clip values that become a different dataset-level name.
-RENAMED = {"wrong_object": "wrong_object_rate"}
+RENAMED = {"wrong_object": "wrong_object_rate", "hand_wrong_object": "hand_wrong_object_rate"}
 
 
 def score_clip(video: np.ndarray, motion: np.ndarray, truth: ClipTruth, max_offset: int = 4) -> dict[str, float | None]:
