@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -149,3 +150,13 @@ def test_palette_class_weights_weigh_each_colour_by_its_rarity():
     assert weights[0, 0, 0, 7, 6] == 1 and weights[0, 0, 0, 6, 6] == 1
     assert weights[0, 0, 0, 0, 0].item() == pytest.approx((black / 16) ** 0.5)
     assert weights[0, 0, 0, 7, 7] == 5.0  # sqrt(47) capped
+
+
+def test_vae_stage_interleaves_motion_steps_each_kind_in_its_own_order():
+    from interactavatar.train.stages import vae_step_kind
+
+    assert [vae_step_kind(step, 1) for step in range(4)] == [(False, 0), (True, 0), (False, 1), (True, 1)]
+    assert [vae_step_kind(step, 2) for step in range(6)] == [
+        (False, 0), (True, 0), (True, 1), (False, 1), (True, 2), (True, 3)]
+    with pytest.raises(ValueError, match="--motion-steps 0"):
+        spec("vae", Path("data"), Path("out"), vae_motion_steps=0)

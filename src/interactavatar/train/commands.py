@@ -26,6 +26,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument("--pim", required=True, type=Path)
             parser.add_argument("--audio", required=True, type=Path)
             parser.add_argument("--injection", default="residual", choices=("residual", "last", "add"))
+        if stage == "vae":
+            parser.add_argument("--motion-steps", type=int,
+                                help="motion-video steps per video step (default: StageSpec.vae_motion_steps)")
         if stage == "pim":
             parser.add_argument("--curriculum", default="1,1,1",
                                 help="detection,continuation,generation weights (0,1,1 is the no-detection ablation)")
@@ -59,6 +62,7 @@ def spec_from_args(args: argparse.Namespace):
         curriculum=Curriculum.parse(getattr(args, "curriculum", "1,1,1")),
         injection=getattr(args, "injection", "residual"), gradient_checkpointing=args.gradient_checkpointing,
         data_rev=args.data_rev, parent_run_id=args.parent_run_id,
+        **({} if getattr(args, "motion_steps", None) is None else {"vae_motion_steps": args.motion_steps}),
     )
 
 
