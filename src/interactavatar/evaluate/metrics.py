@@ -85,9 +85,10 @@ def hand_wrong_object(predicted: list[DecodedFrame], truth: list[DecodedFrame], 
                       margin: float) -> float | None:
     """Whether the acting hand goes to another object: over the frames where the truth's acting hand
     touches the target and the predicted acting hand shows a wrist or fingertip, the fraction where
-    that hand does not touch the target (within `margin`) and lies nearer one of `other_boxes`. None when the clip shows no contact, no other object, or the prediction no hand there.
-    The hand's counterpart of `wrong_object`: with several objects on the table, does the hand pick
-    the one the sentence names. Read it with `contact_accuracy`, which counts a missing hand."""
+    that hand does not touch the target (within `margin`) and lies nearer one of `other_boxes`.
+    None when the clip shows no contact, no other object, or the prediction no hand there. The
+    hand's counterpart of `wrong_object`: with several objects on the table, does the hand pick the
+    one the sentence names. Read it with `contact_accuracy`, which counts a missing hand."""
     side = acting_hand(truth, margin)
     wrong = []
     for p, t, others in zip(predicted, truth, other_boxes, strict=True):
