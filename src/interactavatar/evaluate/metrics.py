@@ -96,8 +96,8 @@ def hand_wrong_object(predicted: list[DecodedFrame], truth: list[DecodedFrame], 
         visible = points[points[:, 2] > 0, :2]
         if len(others) and len(visible) and hand_touches(getattr(t, side), t.box, margin):
             to_target = min(point_box_distance(q, t.box) for q in visible)
-            wrong.append(to_target > margin and any(point_box_distance(q, other) < to_target
-                                                    for q in visible for other in others))
+            nearer_another = any(point_box_distance(q, other) < to_target for q in visible for other in others)
+            wrong.append(nearer_another and not hand_touches(getattr(p, side), t.box, margin))
     return float(np.mean(wrong)) if wrong else None
 
 

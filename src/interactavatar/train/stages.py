@@ -146,7 +146,7 @@ def _micro_batch(spec: StageSpec, data, layout: BatchLayout, step: int, micro: i
         starts = randomness.each(lambda generator: torch.randint(last_start + 1, (1,), generator=generator))
         windows = [(clip, slice(start, start + window)) for clip, start in zip(clips, starts, strict=True)]
         batch = {"pixels": torch.stack([source[clip, :, frames] for clip, frames in windows])}
-        if source is motions:
+        if motion:
             batch["weights"] = torch.stack([motion_weights[clip, :, frames] for clip, frames in windows])
         return {key: value.to(device) for key, value in batch.items()}, randomness
     cache: FeatureCache = data
