@@ -43,7 +43,8 @@ isvc: $(STAMP)
 	$(VENV)/bin/interactavatar serve manifest > k8s/serving/inferenceservice.yaml.tmp
 	mv k8s/serving/inferenceservice.yaml.tmp k8s/serving/inferenceservice.yaml
 
-# The compiled pipeline YAML is committed (a test recompiles and compares).
+# The compiled pipeline (pipelines/) and component (components/) YAMLs are committed; a test
+# recompiles them and compares.
 pipeline: $(STAMP)
 	$(VENV)/bin/interactavatar pipeline compile
 

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.summary import headline
 from interactavatar.config import preset
 from interactavatar.data.dataset import ClipDataset
 from interactavatar.data.synth import SynthSpec, synthesize
@@ -33,10 +34,11 @@ def _rate(count: int, runs: list[dict[str, float]]) -> dict[str, float]:
     return {f"{clock}_per_s": round(count / statistics.median(r[clock] for r in runs), 2) for clock in ("wall", "cpu")}
 
 
-def run(num_clips: int = 16, repeats: int = 3) -> dict:
+def run(num_clips: int = 16, repeats: int = 3, quick: bool = False) -> dict:
+    if quick:
+        num_clips, repeats = 2, 1
     config = preset("demo")
-    spec = SynthSpec(width=config.video_size[1], height=config.video_size[0], num_frames=config.num_frames,
-                     fps=float(config.audio.fps))
+    spec = SynthSpec.from_config(config)
     with tempfile.TemporaryDirectory(prefix="bench-data-") as scratch:
         root = Path(scratch)
         synth_runs = [_timed(lambda r=r: synthesize(root / f"run{r}", num_clips, seed=r, spec=spec))
@@ -51,13 +53,24 @@ def run(num_clips: int = 16, repeats: int = 3) -> dict:
         items = ClipDataset(dataset, config, split=None)
         first_epoch = [_timed(lambda: [items[i] for i in range(len(items))])]
         cached = [_timed(lambda: [items[i] for i in range(len(items))]) for _ in range(repeats)]
-    return {
-        "preset": "demo", "clips": num_clips, "repeats": repeats,
+    rates = {
         "synth_clips": _rate(num_clips, synth_runs),
         "validate_clips": _rate(num_clips, validate_runs),
         "great_expectations_import_s": round(import_time["wall"], 2),
         "dataset_items_first_epoch": _rate(num_clips, first_epoch),
         "dataset_items_motion_cached": _rate(num_clips, cached),
+    }
+    return {
+        "title": "Data throughput (demo preset: 128x128 video, 64x64 motion, 17 frames)",
+        "summary": headline(
+            "Data throughput, demo preset", "none (a CPU training step should not wait on its data)",
+            latest=rates["dataset_items_motion_cached"]["wall_per_s"],
+            latest_text=(f"synth {rates['synth_clips']['wall_per_s']} clips/s, validate "
+                         f"{rates['validate_clips']['wall_per_s']} clips/s, dataset "
+                         f"{rates['dataset_items_first_epoch']['wall_per_s']} items/s first epoch, "
+                         f"{rates['dataset_items_motion_cached']['wall_per_s']} motion cached (wall)")),
+        "preset": "demo", "clips": num_clips, "repeats": repeats,
+        **rates,
     }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from benchmarks.summary import worst_ratio
 from benchmarks.timing import interleaved, median_ms, ratio
 from interactavatar.config import AudioConfig, InteractAvatarConfig, StreamConfig, TextConfig, VAEConfig
 from interactavatar.model import InteractAvatar, Noisy
@@ -100,10 +101,12 @@ def bench_size(name: str, cfg: InteractAvatarConfig, batch: int, repeats: int) -
 
 def run(quick: bool = False) -> dict:
     sizes, repeats = (QUICK, 2) if quick else (SIZES, 12)
+    rows = [bench_size(name, *size, repeats) for name, size in sizes.items()]
     return {
         "title": "Dual-stream training step vs AIM alone (256:704 motion:video, fp32, CPU)",
         "goal": f"ratio (dual / AIM alone) <= 1.15; arithmetic floor 1 + (256/704)^2 = {FLOOR:.3f}",
-        "rows": [bench_size(name, *size, repeats) for name, size in sizes.items()],
+        "summary": worst_ratio("Dual-stream training step vs AIM alone", "dual / AIM alone <= 1.15", rows, 1.15),
+        "rows": rows,
         "notes": [
             "Step = InteractAvatar forward (text, audio with face mask) + MSE on every velocity returned "
             "+ backward + zero_grad. AIM alone is the same model called with motion=None.",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,10 +24,13 @@ import numpy as np
 import soundfile
 from PIL import Image
 
+from benchmarks.summary import headline, ratio_text
 from benchmarks.timing import interleaved, median_ms, ratio
 
 PRESET = "demo"
 CLIENTS = 4
+TARGET = 1.05
+TITLE = "KServe endpoint vs the same generation in-process (demo preset, CPU)"
 
 
 def _inputs() -> tuple[bytes, bytes]:
@@ -41,12 +43,6 @@ def _inputs() -> tuple[bytes, bytes]:
     return image.getvalue(), speech.getvalue()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -55,17 +51,18 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def run(quick: bool = False) -> dict:
-    from interactavatar.generation import InteractAvatarPipeline
-    from interactavatar.media import load_image, load_speech
-    from interactavatar.model.directory import init_model_directory
-    from interactavatar.serve.client import EndpointClient
+    from interactavatar.inference.client import EndpointClient
+    from interactavatar.inference.pipeline import InteractAvatarPipeline
+    from interactavatar.io.media import load_image, load_speech
+    from interactavatar.model.bundle import init_model_directory
+    from interactavatar.train.engine import free_port
 
     steps, repeats, per_client = (4, 2, 1) if quick else (8, 5, 2)
     image, speech = _inputs()
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as scratch:
         scratch = Path(scratch)
         model_dir = init_model_directory(PRESET, scratch / "model")
-        port = _free_port()
+        port = free_port()
         log = open(scratch / "server.log", "wb")
         server = subprocess.Popen(
             [sys.executable, "-m", "interactavatar.cli", "serve", "--model", str(model_dir), "--port", str(port),
@@ -118,10 +115,15 @@ def run(quick: bool = False) -> dict:
             wall = time.perf_counter() - started
             quantiles = statistics.quantiles(latencies, n=20, method="inclusive")
             return {
+                "title": TITLE,
+                "goal": f"ratio (endpoint / in-process) <= {TARGET}",
+                "summary": headline(
+                    "KServe endpoint vs in-process generation", f"endpoint / in-process <= {TARGET}",
+                    latest=single["ratio"]["median"], latest_text=ratio_text(single["ratio"]), target=TARGET),
                 "preset": PRESET,
                 "steps": steps,
                 **single,
-                "target_ratio": 1.05,
+                "target_ratio": TARGET,
                 "concurrent_clients": CLIENTS,
                 "concurrent_requests": len(latencies),
                 "p50_s": round(statistics.median(latencies), 3),

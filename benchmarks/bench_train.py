@@ -11,6 +11,7 @@ import copy
 
 import torch
 
+from benchmarks.summary import headline, ratio_text
 from benchmarks.timing import interleaved, median_ms, ratio
 from interactavatar.config import preset
 from interactavatar.model import InteractAvatar
@@ -77,6 +78,11 @@ def run(quick: bool = False) -> dict:
     return {
         "title": "Training step: DeepSpeed engine vs a plain torch loop (PIM objective, fp32, CPU)",
         "goal": "ratio (DeepSpeed / torch) close to 1: the engine should cost little on one process",
+        "summary": headline(
+            "Training step: DeepSpeed vs plain torch", "DeepSpeed / torch close to 1 (no numeric target)",
+            latest=rows[0]["ratio"]["median"],
+            latest_text="; ".join(f"{row['preset']} {ratio_text(row['ratio'])}" for row in rows),
+            verdict_text="no numeric goal (reported)"),
         "rows": rows,
         "notes": ["Step = PIM generation-task flow-matching loss on the preset's motion latents, backward, "
                   "gradient clipping 1.5, AdamW. DeepSpeed runs ZeRO-2 in one process (gloo), torch's AdamW."],

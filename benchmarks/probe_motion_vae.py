@@ -30,7 +30,7 @@ from interactavatar.data.dataset import ClipDataset
 from interactavatar.data.render import decode_frame
 from interactavatar.evaluate.metrics import grounding_metrics
 from interactavatar.evaluate.truth import load_truth, split_clips
-from interactavatar.generation import to_frames, to_pixels
+from interactavatar.inference.pipeline import to_frames, to_pixels
 from interactavatar.model.vae import CausalVAE
 from interactavatar.train.objectives import foreground_weights, palette_class_weights
 

@@ -1,7 +1,12 @@
+"""Fixtures every folder of tests may use: loopback servers (S3, S3 + MLflow) and a tiny model directory.
+
+Shared code lives in tests/helpers (`from helpers.<module> import ...`), fixtures in the conftest.py files.
+"""
+
 import os
 
 import pytest
-from local_stack import running_local_stack
+from helpers.local_stack import running_local_stack
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -19,7 +24,18 @@ def local_stack(tmp_path_factory):
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A bare S3 server (weed mini) on loopback for a session: endpoint, keys, `env()` exports."""
-    from s3_server import running_s3_server
+    from helpers.s3_server import running_s3_server
 
     with running_s3_server(tmp_path_factory.mktemp("s3-server")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A tiny-preset model directory, randomly initialised (seed 0), written by `interactavatar model
+    init --preset tiny` (the command is tested through it). Read-only: copy it to change it."""
+    from interactavatar.cli import main
+
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    assert main(["model", "init", "--preset", "tiny", "--out", str(out)]) == 0
+    return out

@@ -13,13 +13,14 @@ import sys
 # Modules that define `add_commands(subparsers)`; each subcommand sets `func(args) -> int`.
 COMMAND_MODULES = (
     "interactavatar.model.commands",
+    "interactavatar.inference.commands",
     "interactavatar.data.commands",
     "interactavatar.train.commands",
     "interactavatar.evaluate.commands",
-    "interactavatar.registry_commands",
-    "interactavatar.pipeline_commands",
-    "interactavatar.trainjob",
-    "interactavatar.demo",
+    "interactavatar.registry.commands",
+    "interactavatar.pipeline.commands",
+    "interactavatar.cluster.trainjob",
+    "interactavatar.pipeline.demo",
     "interactavatar.serve.commands",
 )
 

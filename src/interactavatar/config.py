@@ -1,4 +1,5 @@
-"""Model configuration: dataclasses, the named size presets, and YAML round-trips.
+"""Model configuration: dataclasses, the named size presets, YAML round-trips, and the names every
+part of the system shares.
 
 A preset fixes everything the weights depend on (stream sizes, VAE, encoders, resolutions),
 so that a model directory's `config.yaml` alone rebuilds the network.
@@ -12,6 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+# Generation modes: text + audio + image -> video with its motion (the main one), motion only (PIM),
+# audio-driven video without interaction (AIM), and video driven by an external motion video.
+MODES = ("interact", "motion", "audio", "pose")
+# How PIM reaches AIM: per-block residuals (the release), the last block's residual only, or PIM's
+# hidden states added as they are (the last two for ablations).
+INJECTIONS = ("residual", "last", "add")
+# The registered model, the endpoint's model name, and the MLflow experiment of every run.
+MODEL_NAME = "interactavatar"
+EXPERIMENT = "interactavatar"
+# The registry gate's metrics (NAME:max|min) when none are given.
+DEFAULT_GATE = "grounding_iou:max,sync_confidence:max"
 
 
 @dataclass
@@ -101,9 +114,7 @@ class InteractAvatarConfig:
     video_size: tuple[int, int] = (704, 1280)  # (height, width)
     motion_size: tuple[int, int] = (256, 448)
     num_frames: int = 81
-    # How PIM reaches AIM: "residual" (per-block residuals, the paper), "last" (the last block's
-    # residual only) or "add" (PIM hidden states added as they are): switches for the ablations.
-    injection: str = "residual"
+    injection: str = "residual"  # one of INJECTIONS
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -111,8 +122,8 @@ class InteractAvatarConfig:
             raise ValueError("config: pim.num_layers and aim.num_layers must match (the aligner pairs blocks)")
         if (self.num_frames - 1) % self.vae.temporal_compression:
             raise ValueError(f"config: num_frames={self.num_frames} is not 1+{self.vae.temporal_compression}k")
-        if self.injection not in ("residual", "last", "add"):
-            raise ValueError(f"config: injection={self.injection!r}, expected residual, last or add")
+        if self.injection not in INJECTIONS:
+            raise ValueError(f"config: injection={self.injection!r}, expected one of {INJECTIONS}")
         for name, (h, w) in (("video_size", self.video_size), ("motion_size", self.motion_size)):
             step = self.vae.spatial_compression * self.aim.patch_size[1]
             if h % step or w % step:
@@ -120,7 +131,23 @@ class InteractAvatarConfig:
 
     @property
     def latent_frames(self) -> int:
-        return 1 + (self.num_frames - 1) // self.vae.temporal_compression
+        return self.latent_frames_for(self.num_frames)
+
+    def latent_frames_for(self, num_frames: int) -> int:
+        """Latent frames of a 1+tk-frame video (t = vae.temporal_compression): 1+k."""
+        return 1 + (num_frames - 1) // self.vae.temporal_compression
+
+    @property
+    def latent_grid(self) -> tuple[int, int]:
+        """(rows, cols) of a video latent: video_size over the VAE's spatial compression."""
+        step = self.vae.spatial_compression
+        return self.video_size[0] // step, self.video_size[1] // step
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        """(rows, cols) of AIM's video tokens per latent frame: the latent grid over the patch size."""
+        (rows, cols), (_, patch_rows, patch_cols) = self.latent_grid, self.aim.patch_size
+        return rows // patch_rows, cols // patch_cols
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -6,16 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from interactavatar.data.synth import SynthSpec, synthesize
+from helpers.datasets import DEMO, make_dataset
 
 
 @pytest.fixture(scope="session")
 def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four clips at the demo preset's size (128x128, 17 frames, 25 fps). Treat as read-only."""
-    root = tmp_path_factory.mktemp("demo") / "dataset"
-    synthesize(root, num_clips=4, seed=7, spec=SynthSpec())
-    return root
+    """Four clips at the demo preset's size (128x128, 17 frames, 25 fps), seed 7. Treat as read-only."""
+    return make_dataset(tmp_path_factory.mktemp("demo") / "dataset", num_clips=4, seed=7, spec=DEMO)
 
 
 @pytest.fixture()

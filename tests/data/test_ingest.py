@@ -7,11 +7,11 @@ import soundfile
 from PIL import Image
 
 from interactavatar.cli import main
-from interactavatar.data.clipio import read_video, write_video
 from interactavatar.data.ingest import ingest_cases, ingest_videos
 from interactavatar.data.render import render_clip
 from interactavatar.data.schema import read_manifest, read_meta
 from interactavatar.data.validation import validate
+from interactavatar.io.media import read_video, write_video
 
 
 @pytest.fixture()
@@ -88,7 +88,7 @@ def release_cases(demo_dataset, tmp_path):
             Image.fromarray(poses[0]).save(folder / "assets" / "pose0.png")
             case["dwpose_img"] = "assets/pose0.png"
         else:
-            write_video(folder / "assets" / "pose1.mp4", poses, 25.0, crf=0)
+            write_video(folder / "assets" / "pose1.mp4", poses, 25.0, exact=True, crf=0)
             case["dwpose_mp4"] = "assets/pose1.mp4"
         cases.append(case)
     (folder / "cases.json").write_text(json.dumps(cases))

@@ -9,12 +9,12 @@ from interactavatar.data.schema import (
     ClipMeta,
     ManifestEntry,
     ObjectBox,
-    atomic_path,
     read_manifest,
     read_meta,
     write_manifest,
     write_meta,
 )
+from interactavatar.io.files import atomic_path
 
 
 def _meta(frames: int = 2) -> ClipMeta:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from interactavatar import storage
+from interactavatar.io import storage
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,8 +71,9 @@ def test_dvc_repro_push_pull_through_s3(s3_server, tmp_path):
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         shutil.copy(REPO / name, repo / name)
     shutil.copytree(REPO / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local"))
-    shutil.copytree(REPO / "src" / "interactavatar" / "data", repo / "src" / "interactavatar" / "data",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("data", "io"):
+        shutil.copytree(REPO / "src" / "interactavatar" / part, repo / "src" / "interactavatar" / part,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["synth"] |= {"num_clips": 3, "width": 64, "height": 64, "num_frames": 5}
     (repo / "params.yaml").write_text(yaml.safe_dump(params))

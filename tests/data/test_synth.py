@@ -6,9 +6,9 @@ import pytest
 import soundfile
 
 from interactavatar.config import preset
-from interactavatar.data.clipio import probe_video, read_video
 from interactavatar.data.schema import BODY_KEYPOINTS, read_manifest, read_meta
 from interactavatar.data.synth import CATEGORIES, COLORS, SynthSpec, synthesize
+from interactavatar.io.media import probe_video, read_video
 
 
 def _digests(root):

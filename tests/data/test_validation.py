@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 import soundfile
+from helpers.datasets import make_dataset
 
 from interactavatar.cli import main
 from interactavatar.data.schema import read_manifest, read_meta, write_manifest, write_meta
-from interactavatar.data.synth import SynthSpec, synthesize
 
 
 def _tree_digest(root):
@@ -76,9 +76,7 @@ def _corrupt(root):
 
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("validation") / "dataset"
-    synthesize(root, num_clips=12, seed=5, spec=SynthSpec(width=64, height=64, num_frames=5))
-    return root
+    return make_dataset(tmp_path_factory.mktemp("validation") / "dataset", num_clips=12, seed=5)
 
 
 def test_good_dataset_passes(demo_dataset, tmp_path, capsys):

@@ -181,10 +181,10 @@ def test_identity_and_video_quality(truths):
     assert broken["ssim"] < 0.2 and broken["psnr"] < 15
 
 
-def test_shuffled_frames_are_less_stable(tiny_dataset):
-    from interactavatar.data.clipio import read_video
+def test_shuffled_frames_are_less_stable(eval_dataset):
+    from interactavatar.io.media import read_video
 
-    frames, _ = read_video(tiny_dataset / "synth0-000000" / "video.mp4")
+    frames, _ = read_video(eval_dataset / "synth0-000000" / "video.mp4")
     shuffled = frames[[0, 4, 1, 3, 2]]
     assert temporal_stability(shuffled) < temporal_stability(frames) < 1.0
     assert temporal_stability(frames[:1].repeat(5, axis=0)) == 1.0

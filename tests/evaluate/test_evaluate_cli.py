@@ -1,4 +1,4 @@
-"""`interactavatar evaluate` end to end on the tiny dataset with the tiny preset, logged to MLflow
+"""`interactavatar evaluate` end to end on the evaluation dataset with the tiny preset, logged to MLflow
 on a SQLite store, nested under a parent run; and the external-metric interface."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from interactavatar.evaluate.external import load_external_metric
 
 
 @pytest.fixture(scope="module")
-def evaluation(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def evaluation(eval_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One evaluation of an untrained tiny model (seed 1; the floor has seed 0), one sampling step."""
     import mlflow
 
-    from interactavatar.model.directory import init_model_directory
+    from interactavatar.model.bundle import init_model_directory
 
     root = tmp_path_factory.mktemp("evaluate")
     model = init_model_directory("tiny", root / "model", seed=1)
@@ -29,7 +29,7 @@ def evaluation(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         mlflow.set_experiment("interactavatar")
         with mlflow.start_run(run_name="pipeline") as parent:
             parent_id = parent.info.run_id
-        code = main(["evaluate", "--model", str(model), "--data", str(tiny_dataset), "--out", str(root / "out"),
+        code = main(["evaluate", "--model", str(model), "--data", str(eval_dataset), "--out", str(root / "out"),
                      "--steps", "1", "--parent-run-id", parent_id])
         runs = mlflow.search_runs(experiment_names=["interactavatar"], output_format="list")
         mlflow.set_tracking_uri(None)

@@ -1,7 +1,7 @@
 """Builds of the kustomizations in k8s/, shared by the infra tests.
 
 The builds run on a copy of k8s/ whose secrets/*.env files are made from the committed
-*.env.example files, exactly as the README ("Running on a cluster") tells an operator to do (with real values).
+*.env.example files, exactly as docs/cluster.md ("2. Credentials") tells an operator to do (with real values).
 """
 
 import functools
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from k8s_manifests import K8S, find_kubectl
+from helpers.k8s_manifests import K8S, find_kubectl
 
 
 @pytest.fixture(scope="session")

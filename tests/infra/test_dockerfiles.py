@@ -5,7 +5,7 @@ import re
 import tomllib
 
 import pytest
-from k8s_manifests import REPO, find
+from helpers.k8s_manifests import REPO, find
 
 DOCKERFILES = {
     "Dockerfile": "interactavatar/interactavatar",

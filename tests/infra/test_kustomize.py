@@ -11,7 +11,7 @@ import kserve
 import kubernetes.client
 import kubernetes_validate
 import pytest
-from k8s_manifests import KUSTOMIZATIONS, OVERLAYS, find, one
+from helpers.k8s_manifests import KUSTOMIZATIONS, OVERLAYS, find, one
 
 # KServe >= 0.16 and Kubeflow Trainer 2.x need Kubernetes >= 1.32 (infra/README.md): the
 # oldest cluster the manifests must fit.
@@ -176,7 +176,7 @@ def _allowed(objects, namespace: str, group: str, resource: str, verb: str) -> b
 def test_pipeline_runner_may_deploy_and_launch_training(build, overlay):
     objects = build(overlay)
     serving_namespace = ISVC[2]
-    # What interactavatar.orchestration.deploy and interactavatar.trainjob call.
+    # What interactavatar.pipeline.steps.deploy and interactavatar.cluster.trainjob call.
     wanted = [
         (serving_namespace, "serving.kserve.io", "inferenceservices", ("create", "get", "patch", "watch")),
         ("kubeflow", "trainer.kubeflow.org", "trainjobs", ("create", "get", "watch", "delete")),

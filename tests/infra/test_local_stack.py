@@ -7,7 +7,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from local_stack import BIN, cleanup_sockets, our_sockets, port_is_free, run_script, stack_environment
+from helpers.local_stack import BIN, cleanup_sockets, our_sockets, run_script, stack_environment
+from helpers.ports import GRPC_OFFSET, port_is_free
 from minio import Minio
 
 pytestmark = pytest.mark.integration
@@ -71,9 +72,9 @@ def test_local_stack_starts_answers_and_stops_clean(stack):
     busy = [
         p
         for p in internal_ports + [s3_port, mlflow_port]
-        if not port_is_free(p) or not port_is_free(p + 10000)
+        if not port_is_free(p) or not port_is_free(p + GRPC_OFFSET)
     ]
     assert not busy, f"ports still taken after stop: {busy}"
-    assert not our_sockets([p + 10000 for p in internal_ports])
+    assert not our_sockets([p + GRPC_OFFSET for p in internal_ports])
     assert not env_path.exists()
     assert run("status", check=False).returncode == 3

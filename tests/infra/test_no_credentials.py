@@ -1,4 +1,4 @@
-"""No credential is committed, written into a manifest or baked into an image (DESIGN.md section 5).
+"""No credential is committed, written into a manifest or baked into an image (docs/design.md, "Credentials").
 
 Secrets reach the cluster only through k8s/secrets/, generated from git-ignored env files whose
 committed examples hold placeholders.
@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 import yaml
-from k8s_manifests import K8S, OVERLAYS, REPO, find
+from helpers.k8s_manifests import K8S, OVERLAYS, REPO, find
 
 SECRETS = K8S / "secrets"
 PLACEHOLDER = "CHANGE_ME"

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from model_helpers import randomize_heads
+from helpers.model import randomize_heads
 
 from interactavatar.config import preset
 from interactavatar.model import InteractAvatar

@@ -47,3 +47,15 @@ def test_streams_must_pair_layer_for_layer():
     cfg["pim"]["num_layers"] = 3
     with pytest.raises(ValueError, match="num_layers"):
         InteractAvatarConfig.from_dict(cfg)
+
+
+@pytest.mark.parametrize(("name", "latent_grid", "token_grid", "latent_frames"), [
+    ("tiny", (8, 8), (4, 4), 2),  # 64x64 video, 8x VAE, 2x2 patches; 5 frames
+    ("demo", (16, 16), (8, 8), 5),  # 128x128, 8x, 2x2; 17 frames
+    ("paper", (44, 80), (22, 40), 21),  # 704x1280, 16x, 2x2; 81 frames
+])
+def test_latent_and_token_grids(name, latent_grid, token_grid, latent_frames):
+    cfg = preset(name)
+    assert cfg.latent_grid == latent_grid and cfg.token_grid == token_grid
+    assert cfg.latent_frames == latent_frames == cfg.latent_frames_for(cfg.num_frames)
+    assert [cfg.latent_frames_for(n) for n in (1, 5, 9)] == [1, 2, 3]  # 1+4k frames -> 1+k

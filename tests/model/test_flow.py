@@ -1,8 +1,8 @@
 import pytest
 import torch
-from model_helpers import make_inputs
+from helpers.model import make_inputs
 
-from interactavatar.flow import (
+from interactavatar.model.flow import (
     Conditioning,
     add_noise,
     flow_loss,
@@ -74,8 +74,8 @@ def test_unit_guidance_scales_reduce_to_the_conditional_model(tiny_cfg, tiny_mod
     cond = conditioning(tiny_cfg, inputs)
     video, motion = sample(tiny_model, cond, latent_frames=tiny_cfg.latent_frames, steps=2, text_scale=1.0,
                            audio_scale=1.0, seed=3)
-    from interactavatar.flow import shift_sigmas as shift
     from interactavatar.model import Noisy
+    from interactavatar.model.flow import shift_sigmas as shift
 
     generator = torch.Generator().manual_seed(3)
     v = torch.randn(inputs["video"].latents[:1].shape, generator=generator)

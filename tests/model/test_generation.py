@@ -8,16 +8,9 @@ from PIL import Image
 
 from interactavatar.cli import main
 from interactavatar.config import preset
-from interactavatar.generation import InteractAvatarPipeline, face_mask_from_box
-from interactavatar.media import has_audio_stream, read_video, write_video
-from interactavatar.model.directory import build_bundle, load_bundle, save_bundle
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("model") / "tiny"
-    assert main(["model", "init", "--preset", "tiny", "--out", str(out)]) == 0
-    return out
+from interactavatar.inference.pipeline import InteractAvatarPipeline, face_mask_from_box
+from interactavatar.io.media import encode_video, has_audio_stream, read_video, write_video
+from interactavatar.model.bundle import build_bundle, load_bundle, save_bundle
 
 
 @pytest.fixture
@@ -99,3 +92,20 @@ def test_face_box_maps_onto_the_token_grid():
     cropped = face_mask_from_box((0, 32, 16, 48), (128, 64), (64, 64), (4, 4), latent_frames=1)
     assert cropped[0, 0, 0].tolist() == [1, 0, 0, 0] and cropped.sum() == 1
     assert face_mask_from_box(None, (64, 64), (64, 64), (4, 4), 1).sum() == 16
+
+
+def test_result_encodes_in_memory_as_save_writes(model_dir, inputs, tmp_path):
+    pipeline = InteractAvatarPipeline.from_pretrained(model_dir)
+    result = pipeline(np.asarray(Image.open(inputs / "ref.png")), "wave", np.zeros(8000, np.float32), steps=2)
+    video, motion = result.to_mp4_bytes()
+    (tmp_path / "video.mp4").write_bytes(video)
+    (tmp_path / "motion.mp4").write_bytes(motion)
+    result.save(tmp_path / "saved.mp4")  # the quick encode runs threads: the same up to x264's jitter
+    decoded, saved = (read_video(tmp_path / name)[0].astype(int) for name in ("video.mp4", "saved.mp4"))
+    assert decoded.shape == result.video.shape and np.abs(decoded - saved).mean() < 2
+    assert has_audio_stream(tmp_path / "video.mp4") and not has_audio_stream(tmp_path / "motion.mp4")
+    assert read_video(tmp_path / "motion.mp4")[0].shape == result.motion.shape
+    assert result.to_mp4_bytes(with_motion=False)[1] is None
+    # One encoder: in memory and on disk give the same bytes (the exact encoding is bit-exact).
+    write_video(tmp_path / "exact.mp4", result.video, 25, exact=True)
+    assert encode_video(result.video, 25, exact=True) == (tmp_path / "exact.mp4").read_bytes()

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from model_helpers import make_inputs, randomize_heads
+from helpers.model import make_inputs, randomize_heads
 
 from interactavatar.config import preset
 from interactavatar.model import InteractAvatar, Noisy

@@ -3,16 +3,19 @@
 import json
 import threading
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import yaml
-from json_stub import JSONStubHandler
+from helpers.json_stub import JSONStubHandler
 from kfp import dsl
 
-from components import IMAGE
-from components.deploy import deploy
-from components.validate_data import validate_data
-from interactavatar.pipeline_commands import COMPILED, compile_pipeline
+from interactavatar.cluster.names import IMAGE
+from interactavatar.pipeline import components
+from interactavatar.pipeline.commands import COMPILED, COMPONENTS_DIR, compile_components, compile_pipeline
+from interactavatar.pipeline.components import deploy, validate_data
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def artifact(kind, path):
@@ -23,13 +26,29 @@ def artifact(kind, path):
 
 def test_committed_pipeline_yaml_is_up_to_date(tmp_path):
     fresh = compile_pipeline(tmp_path / "pipeline.yaml")
-    assert list(yaml.safe_load_all(fresh.read_text())) == list(yaml.safe_load_all(COMPILED.read_text())), \
+    assert list(yaml.safe_load_all(fresh.read_text())) == list(yaml.safe_load_all((REPO / COMPILED).read_text())), \
         "pipelines/interactavatar_pipeline.yaml is stale: run `interactavatar pipeline compile`"
 
 
+def test_committed_component_yamls_are_up_to_date(tmp_path):
+    """components/ holds one YAML per component, current, and nothing else but its README."""
+    fresh = compile_components(tmp_path)
+    assert sorted(p.name for p in fresh) == sorted(f"{name}.yaml" for name in components.__all__)
+    committed = REPO / COMPONENTS_DIR
+    assert sorted(p.name for p in committed.iterdir()) == sorted([*(p.name for p in fresh), "README.md"])
+    for path in fresh:
+        assert yaml.safe_load(path.read_text()) == yaml.safe_load((committed / path.name).read_text()), \
+            f"components/{path.name} is stale: run `interactavatar pipeline compile`"
+
+
 def test_pipeline_shape():
-    spec, platform = yaml.safe_load_all(COMPILED.read_text())
+    spec, platform = yaml.safe_load_all((REPO / COMPILED).read_text())
     tasks = spec["root"]["dag"]["tasks"]
+    deploy_task = spec["components"]["comp-condition-1"]["dag"]["tasks"]["deploy"]
+    for name, task in {**tasks, "deploy": deploy_task}.items():
+        if name.startswith("condition"):
+            continue
+        assert task["taskInfo"]["name"] != name, f"{name}: no display name"
     dependencies = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
     assert dependencies["pim-pretrain"] == dependencies["audio-pretrain"] == {"validate-data", "vae-pretrain"}
     assert {"pim-pretrain", "audio-pretrain"} <= dependencies["joint-finetune"]
@@ -63,7 +82,7 @@ def test_pipeline_shape():
 
 
 def test_validate_data_fetches_at_a_revision_and_fails_on_bad_data(data_repo, tmp_path):
-    from data_repo import git
+    from helpers.datasets import git
 
     revision = validate_data.python_func(
         data_repo=str(data_repo), data_rev="", data_path="data/synth",

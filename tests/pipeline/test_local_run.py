@@ -10,7 +10,7 @@ import sys
 import mlflow
 import pytest
 import yaml
-from data_repo import DVC, git, make_data_repo
+from helpers.datasets import DVC, git, make_data_repo
 
 pytestmark = pytest.mark.integration
 

@@ -10,14 +10,17 @@ kfp_server_api's models, and records every request.
 import json
 import threading
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
-from json_stub import JSONStubHandler
+from helpers.json_stub import JSONStubHandler
 
 from interactavatar.cli import main
-from interactavatar.pipeline_commands import COMPILED
+from interactavatar.pipeline.commands import COMPILED
+
+REPO = Path(__file__).resolve().parents[2]
 
 DATA_REPO = "https://git.example.com/interactavatar-data.git"
 
@@ -71,7 +74,7 @@ def sent(handler, method, path):
 
 
 def compiled_pipeline() -> dict:
-    spec, platform = yaml.safe_load_all(COMPILED.read_text())
+    spec, platform = yaml.safe_load_all((REPO / COMPILED).read_text())
     return {"pipeline_spec": spec, "platform_spec": platform}
 
 

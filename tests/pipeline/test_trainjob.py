@@ -15,9 +15,8 @@ import re
 import mlflow
 import pytest
 import torch
-from kfp import dsl
-from safetensors.torch import load_file
-from trainer_api_stub import (
+from helpers.datasets import make_dataset
+from helpers.trainer_api_stub import (
     TrainerAPIStub,
     complete_without_running,
     fail_with,
@@ -26,17 +25,23 @@ from trainer_api_stub import (
     preempt_when,
     run_nodes,
 )
+from kfp import dsl
+from safetensors.torch import load_file
 
-from components import IMAGE
-from components.train_stages import vae_pretrain
-from interactavatar.data.synth import SynthSpec, synthesize
+from interactavatar.cluster.names import IMAGE
+from interactavatar.cluster.trainjob import (
+    TrainJobSettings,
+    job_name,
+    run_stage_as_train_job,
+    train_arguments,
+)
+from interactavatar.io.storage import client, ensure_bucket
 from interactavatar.model.vae import CausalVAE
-from interactavatar.storage import client, ensure_bucket
+from interactavatar.pipeline.components import vae_pretrain
 from interactavatar.train.commands import add_commands as add_train_commands
 from interactavatar.train.curriculum import Curriculum
 from interactavatar.train.engine import EngineConfig
 from interactavatar.train.stages import StageSpec
-from interactavatar.trainjob import TrainJobSettings, job_name, run_stage_as_train_job, train_arguments
 
 BUCKET = "trainjobs-test"
 
@@ -49,10 +54,9 @@ def artifact(kind, path, uri=None):
 
 
 @pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trainjob-data") / "dataset"
-    synthesize(root, num_clips=4, seed=7, spec=SynthSpec(width=64, height=64, num_frames=5))
-    return root
+def trainjob_dataset(tmp_path_factory):
+    """Four clips at the tiny preset's size (64x64, 5 frames), seed 7. Read-only."""
+    return make_dataset(tmp_path_factory.mktemp("trainjob-data") / "dataset", num_clips=4, seed=7)
 
 
 @pytest.fixture
@@ -91,11 +95,11 @@ def objects_under(prefix):
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_vae_stage_trains_as_a_two_node_train_job(cluster, tiny_dataset, tmp_path, s3_server):
+def test_vae_stage_trains_as_a_two_node_train_job(cluster, trainjob_dataset, tmp_path, s3_server):
     output_uri = "minio://mlpipeline/v2/artifacts/run-1/vae-pretrain/vae"
     name = job_name("vae", output_uri)
     with cluster(run_nodes) as stub:
-        train_vae_on_two_nodes(tiny_dataset, tmp_path / "vae", output_uri)
+        train_vae_on_two_nodes(trainjob_dataset, tmp_path / "vae", output_uri)
 
     (job,) = stub.created()
     collection = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/kubeflow/trainjobs"
@@ -138,7 +142,7 @@ def test_vae_stage_trains_as_a_two_node_train_job(cluster, tiny_dataset, tmp_pat
 @pytest.mark.integration
 @pytest.mark.slow
 def test_train_job_killed_after_a_checkpoint_reached_s3_resumes_to_bit_identical_weights(
-        cluster, tiny_dataset, tmp_path):
+        cluster, trainjob_dataset, tmp_path):
     """Both nodes are SIGKILLed once the job's first checkpoint is published on S3; the retried
     task's new job starts on fresh disks, resumes from S3 and ends with the weights of a job that
     was never interrupted."""
@@ -146,7 +150,7 @@ def test_train_job_killed_after_a_checkpoint_reached_s3_resumes_to_bit_identical
     nodes = TrainJobSettings(num_nodes=2, gpus_per_node=0, image=IMAGE, staging_uri=f"s3://{BUCKET}/staging")
 
     def vae_stage(out):
-        return StageSpec(stage="vae", preset="tiny", data=tiny_dataset, out=out, steps=steps, checkpoint_every=2,
+        return StageSpec(stage="vae", preset="tiny", data=trainjob_dataset, out=out, steps=steps, checkpoint_every=2,
                          engine=EngineConfig(micro_batch_size=2, learning_rate=2e-3))
 
     uninterrupted_uri = "minio://mlpipeline/v2/artifacts/run-5/vae-pretrain/vae"
@@ -189,24 +193,24 @@ def test_train_job_killed_after_a_checkpoint_reached_s3_resumes_to_bit_identical
 
 
 def test_failed_train_job_names_the_job_and_the_trainers_message_and_a_retry_replaces_it(
-        cluster, tiny_dataset, tmp_path):
+        cluster, trainjob_dataset, tmp_path):
     output_uri = "minio://mlpipeline/v2/artifacts/run-2/vae-pretrain/vae"
     name = job_name("vae", output_uri)
     message = "trainer node-1 exited with code 137 (OOMKilled)"
     with cluster(fail_with("FailedJobs", message)) as stub:
         with pytest.raises(RuntimeError, match=re.escape(f"TrainJob kubeflow/{name} failed: FailedJobs: {message}")):
-            train_vae_on_two_nodes(tiny_dataset, tmp_path / "vae", output_uri)
+            train_vae_on_two_nodes(trainjob_dataset, tmp_path / "vae", output_uri)
         # KFP retries the task: the failed job is deleted, then launched anew under the same name.
         with pytest.raises(RuntimeError, match=re.escape(message)):
-            train_vae_on_two_nodes(tiny_dataset, tmp_path / "vae", output_uri)
+            train_vae_on_two_nodes(trainjob_dataset, tmp_path / "vae", output_uri)
     methods = [m.split()[0] for m in stub.methods()]
     posts = [i for i, method in enumerate(methods) if method == "POST"]
     deletes = [i for i, method in enumerate(methods) if method == "DELETE"]
     assert len(posts) == 2 and len(deletes) == 1 and posts[0] < deletes[0] < posts[1]
 
 
-def test_train_job_that_never_finishes_times_out_and_is_deleted(cluster, tiny_dataset, tmp_path):
-    spec = StageSpec(stage="vae", preset="tiny", data=tiny_dataset, out=tmp_path / "vae", steps=2)
+def test_train_job_that_never_finishes_times_out_and_is_deleted(cluster, trainjob_dataset, tmp_path):
+    spec = StageSpec(stage="vae", preset="tiny", data=trainjob_dataset, out=tmp_path / "vae", steps=2)
     nodes = TrainJobSettings(num_nodes=2, image=IMAGE, staging_uri=f"s3://{BUCKET}/staging", timeout_s=2)
     with cluster(never_finish) as stub:
         with pytest.raises(TimeoutError, match=r"TrainJob kubeflow/interactavatar-vae-\w+: neither Complete nor "
@@ -215,8 +219,8 @@ def test_train_job_that_never_finishes_times_out_and_is_deleted(cluster, tiny_da
     assert stub.jobs == {} and "DELETE" in [m.split()[0] for m in stub.methods()]
 
 
-def test_train_job_that_completes_without_publishing_a_model_is_an_error(cluster, tiny_dataset, tmp_path):
-    spec = StageSpec(stage="vae", preset="tiny", data=tiny_dataset, out=tmp_path / "vae", steps=2)
+def test_train_job_that_completes_without_publishing_a_model_is_an_error(cluster, trainjob_dataset, tmp_path):
+    spec = StageSpec(stage="vae", preset="tiny", data=trainjob_dataset, out=tmp_path / "vae", steps=2)
     nodes = TrainJobSettings(num_nodes=2, image=IMAGE, staging_uri=f"s3://{BUCKET}/staging")
     with cluster(complete_without_running):
         with pytest.raises(FileNotFoundError, match=r"TrainJob kubeflow/interactavatar-vae-\w+ completed but published "

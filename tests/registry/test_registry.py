@@ -9,13 +9,7 @@ import mlflow
 import pytest
 from minio import Minio
 
-from interactavatar.model.directory import init_model_directory
-from interactavatar.registry import CHAMPION, PREVIOUS, Gate, register, resolve, rollback
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return init_model_directory("tiny", tmp_path_factory.mktemp("registry") / "model")
+from interactavatar.registry.mlflow import CHAMPION, PREVIOUS, Gate, register, resolve, rollback
 
 
 def write_metrics(path, iou, sync):
@@ -129,3 +123,25 @@ def test_concurrent_registrations_on_a_server_with_s3_artifacts(model_dir, tmp_p
                local_stack["AWS_SECRET_ACCESS_KEY"], secure=False)
     names = {o.object_name.removeprefix(prefix).lstrip("/") for o in s3.list_objects(bucket, prefix, recursive=True)}
     assert {"config.yaml", "model.safetensors", "MLmodel", "vae/model.safetensors"} <= names
+
+
+def test_pyfunc_predicts_playable_mp4s_from_base64_rows(model_dir, tmp_path):
+    """What `mlflow.pyfunc.load_model(...)` gives: rows of base64 PNG + WAV + text -> base64 mp4s
+    with the speech muxed in, encoded in memory."""
+    import base64
+
+    from helpers.media import png_bytes, wav_bytes
+
+    from interactavatar.config import preset
+    from interactavatar.io.media import has_audio_stream, read_video
+    from interactavatar.registry.pyfunc import _load_pyfunc
+
+    generator = _load_pyfunc(str(model_dir))
+    row = {"image": base64.b64encode(png_bytes()).decode(), "audio": base64.b64encode(wav_bytes()).decode(),
+           "text": "The man lifts the red cup"}
+    outputs = generator.predict([row, row | {"text": "The man waves"}], params={"steps": 2})
+    assert len(outputs) == 2
+    (tmp_path / "video.mp4").write_bytes(base64.b64decode(outputs[0]))
+    frames, fps = read_video(tmp_path / "video.mp4")
+    assert frames.shape == (preset("tiny").num_frames, *preset("tiny").video_size, 3) and fps == 25
+    assert has_audio_stream(tmp_path / "video.mp4")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from interactavatar.cli import main
-from interactavatar.media import has_audio_stream, read_video
+from interactavatar.io.media import has_audio_stream, read_video
 
 
 @pytest.fixture

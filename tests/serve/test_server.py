@@ -10,12 +10,12 @@ import zlib
 import httpx
 import numpy as np
 import pytest
+from helpers.media import png_bytes, wav_bytes
 from kserve.protocol.infer_type import InferInput, InferRequest
-from serve_helpers import png_bytes, wav_bytes
 
 from interactavatar.config import preset
-from interactavatar.media import has_audio_stream, read_video
-from interactavatar.serve.client import EndpointClient, EndpointError
+from interactavatar.inference.client import EndpointClient, EndpointError
+from interactavatar.io.media import has_audio_stream, read_video
 
 pytestmark = pytest.mark.integration
 V1 = "/v1/models/interactavatar:predict"

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from interactavatar.storage import client, ensure_bucket, object_sizes, parse_uri, upload_bytes
+from interactavatar.io.storage import client, ensure_bucket, object_sizes, parse_uri, upload_bytes
 from interactavatar.train.checkpoint import CheckpointManager
 from interactavatar.train.checkpoint_mirror import CheckpointMirror
 

@@ -17,8 +17,8 @@ import psutil
 import pytest
 import torch
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+from helpers.train import largest_difference, spec
 from safetensors.torch import load_file
-from train_helpers import largest_difference, spec
 
 from interactavatar.cli import build_parser
 from interactavatar.train.commands import spec_from_args
@@ -49,13 +49,13 @@ def weights(out) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_dataset, trained):
+def runs(tmp_path_factory, train_dataset, trained):
     """The same PIM training, one process in this one, as the CLI would configure it."""
     root = tmp_path_factory.mktemp("data-parallel")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root}/mlflow.db"
     try:
         for name, batch_size, grad_accum in (("micro4", 4, 1), ("micro2", 2, 1), ("micro2_accum2", 2, 2)):
-            args = train_pim(tiny_dataset, trained / "vae", root / name, batch_size, grad_accum)
+            args = train_pim(train_dataset, trained / "vae", root / name, batch_size, grad_accum)
             run_stage(spec_from_args(build_parser().parse_args(args)))
     finally:
         del os.environ["MLFLOW_TRACKING_URI"]
@@ -63,11 +63,11 @@ def runs(tmp_path_factory, tiny_dataset, trained):
 
 
 @pytest.fixture(scope="module")
-def two_processes(runs, tiny_dataset, trained):
+def two_processes(runs, train_dataset, trained):
     """Two processes with micro-batch 2 under torchrun, tracked in the same store."""
     out = runs / "two_processes"
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{runs}/mlflow.db")
-    done = subprocess.run(torchrun(train_pim(tiny_dataset, trained / "vae", out, 2)), capture_output=True,
+    done = subprocess.run(torchrun(train_pim(train_dataset, trained / "vae", out, 2)), capture_output=True,
                           text=True, timeout=300, env=env, cwd=runs)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
@@ -103,10 +103,10 @@ def test_ranks_end_in_sync_and_only_rank_0_tracks(runs, two_processes):
 
 
 @pytest.mark.integration
-def test_killed_torchrun_resumes_to_bit_identical_weights(two_processes, tiny_dataset, trained, tmp_path, tracking):
+def test_killed_torchrun_resumes_to_bit_identical_weights(two_processes, train_dataset, trained, tmp_path, tracking):
     """SIGKILL torchrun and both workers after the first checkpoint (a lost node), rerun, compare."""
     out = tmp_path / "killed"
-    command = torchrun(train_pim(tiny_dataset, trained / "vae", out, 2))
+    command = torchrun(train_pim(train_dataset, trained / "vae", out, 2))
     launcher = psutil.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pointer = out / "checkpoints" / "LATEST"
     deadline = time.time() + 300
@@ -122,11 +122,11 @@ def test_killed_torchrun_resumes_to_bit_identical_weights(two_processes, tiny_da
 
 
 @pytest.mark.parametrize("stage", ["pim", "joint"])
-def test_gradient_checkpointing_keeps_fewer_activations_for_backward(stage, tiny_dataset, trained, tmp_path):
+def test_gradient_checkpointing_keeps_fewer_activations_for_backward(stage, train_dataset, trained, tmp_path):
     """--gradient-checkpointing reaches the blocks in training (the joint stage's model comes
     loaded, in eval mode), where they keep only their inputs and recompute the rest in backward."""
     inputs = {"vae": trained / "vae"} | ({"pim": trained / "pim", "audio": trained / "audio"} if stage == "joint" else {})
-    stage_spec = spec(stage, tiny_dataset, tmp_path, gradient_checkpointing=True, **inputs)
+    stage_spec = spec(stage, train_dataset, tmp_path, gradient_checkpointing=True, **inputs)
     objective, bundle, cache = _prepare(stage_spec, torch.device("cpu"))
     engine = create_engine(objective, stage_spec.engine)
 

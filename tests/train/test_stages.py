@@ -11,11 +11,11 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from helpers.train import spec
 from safetensors.torch import load_file
-from train_helpers import spec
 
 from interactavatar.cli import main
-from interactavatar.generation import InteractAvatarPipeline
+from interactavatar.inference.pipeline import InteractAvatarPipeline
 from interactavatar.train.curriculum import Curriculum
 from interactavatar.train.stages import run_stage
 
@@ -45,7 +45,7 @@ def test_stages_train_the_right_parts(trained):
     assert all(torch.equal(vae[k], vae_in_joint[k]) for k in vae)
 
 
-def test_each_stage_is_an_mlflow_run_with_lineage(trained, tiny_dataset):
+def test_each_stage_is_an_mlflow_run_with_lineage(trained, train_dataset):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{trained}/mlflow.db")
     runs = client.search_runs(client.get_experiment_by_name("interactavatar").experiment_id)
     by_stage = {r.data.tags["stage"]: r for r in runs}
@@ -64,11 +64,11 @@ def test_each_stage_is_an_mlflow_run_with_lineage(trained, tiny_dataset):
 
 
 @pytest.mark.parametrize("stage", ["vae", "pim", "joint"])
-def test_interrupted_stage_resumes_to_bit_identical_weights(trained, tiny_dataset, tmp_path, tracking, stage):
+def test_interrupted_stage_resumes_to_bit_identical_weights(trained, train_dataset, tmp_path, tracking, stage):
     inputs = {"vae": {}, "pim": {"vae": trained / "vae"},
               "joint": {"vae": trained / "vae", "pim": trained / "pim", "audio": trained / "audio"}}[stage]
-    run_stage(spec(stage, tiny_dataset, tmp_path / "straight", steps=5, **inputs))
-    interrupted = spec(stage, tiny_dataset, tmp_path / "interrupted", steps=5, **inputs)
+    run_stage(spec(stage, train_dataset, tmp_path / "straight", steps=5, **inputs))
+    interrupted = spec(stage, train_dataset, tmp_path / "interrupted", steps=5, **inputs)
     run_stage(interrupted, stop_after=3)  # checkpoint at 2, then step 3 is lost
     assert not (tmp_path / "interrupted" / "model.safetensors").exists()
     run_stage(interrupted)
@@ -79,11 +79,11 @@ def test_interrupted_stage_resumes_to_bit_identical_weights(trained, tiny_datase
 
 
 @pytest.mark.integration
-def test_killed_process_resumes_to_bit_identical_weights(trained, tiny_dataset, tmp_path, tracking):
+def test_killed_process_resumes_to_bit_identical_weights(trained, train_dataset, tmp_path, tracking):
     """SIGKILL the CLI while it trains (after its first checkpoint), rerun, compare to a straight run."""
     def command(out):
         return [sys.executable, "-m", "interactavatar.cli", "train", "pim", "--preset", "tiny", "--data",
-                str(tiny_dataset), "--vae", str(trained / "vae"), "--out", str(out), "--steps", "12",
+                str(train_dataset), "--vae", str(trained / "vae"), "--out", str(out), "--steps", "12",
                 "--checkpoint-every", "4", "--batch-size", "2", "--lr", "2e-3"]
 
     # This test process's own DeepSpeed rendezvous port must not leak into its children.
@@ -116,11 +116,11 @@ def test_curriculum_draws_by_weight_and_can_switch_detection_off():
         Curriculum.parse("0,0,0")
 
 
-def test_cli_names_missing_inputs(tiny_dataset, tmp_path, capsys):
+def test_cli_names_missing_inputs(train_dataset, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        main(["train", "joint", "--data", str(tiny_dataset), "--out", str(tmp_path / "o"), "--vae", "v"])
+        main(["train", "joint", "--data", str(train_dataset), "--out", str(tmp_path / "o"), "--vae", "v"])
     assert "--pim" in capsys.readouterr().err
-    code = main(["train", "pim", "--preset", "tiny", "--data", str(tiny_dataset), "--out", str(tmp_path / "o"),
+    code = main(["train", "pim", "--preset", "tiny", "--data", str(train_dataset), "--out", str(tmp_path / "o"),
                  "--vae", str(tmp_path / "no-vae"), "--steps", "1"])
     assert code == 2 and "no-vae" in capsys.readouterr().err
 

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from interactavatar.config import InteractAvatarConfig
-from interactavatar.data.clipio import read_audio, read_video
 from interactavatar.data.render import render_clip
 from interactavatar.data.schema import ClipMeta, read_manifest, read_meta
+from interactavatar.io.media import read_audio, read_video
 
 CURRICULUM_TASKS = ("detection", "continuation", "generation")
 TARGET_LUFS = -23.0
@@ -189,9 +189,8 @@ def face_mask(face: np.ndarray, config: InteractAvatarConfig) -> torch.Tensor:
     """face: [F, 4] boxes in video pixels -> [L, H/c, W/c]: 1 on latent cells that overlap the face
     in any video frame of that latent frame. Empty boxes give an empty mask."""
     c = config.vae.spatial_compression
-    h, w = config.video_size[0] // c, config.video_size[1] // c
     compression = config.vae.temporal_compression
-    mask = torch.zeros(config.latent_frames, h, w)
+    mask = torch.zeros(config.latent_frames, *config.latent_grid)
     for latent in range(config.latent_frames):
         first = max(0, compression * (latent - 1) + 1)
         for x0, y0, x1, y1 in face[first: compression * latent + 1]:

@@ -28,7 +28,6 @@ import av
 import numpy as np
 from PIL import Image
 
-from interactavatar.data.clipio import probe_video, read_audio, read_video, write_audio, write_video
 from interactavatar.data.render import decode_frame
 from interactavatar.data.schema import (
     AUDIO,
@@ -38,11 +37,12 @@ from interactavatar.data.schema import (
     ClipMeta,
     ManifestEntry,
     ObjectBox,
-    atomic_path,
     read_manifest,
     write_manifest,
     write_meta,
 )
+from interactavatar.io.files import atomic_path
+from interactavatar.io.media import probe_video, read_audio, read_video, write_audio, write_video
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
 COPYABLE_CODECS = ("h264", "mpeg4")
@@ -131,7 +131,7 @@ def _case_clip(case: dict[str, Any], base: Path, where: str, writer: _DatasetWri
     objects = [[ObjectBox(label, *(d.box * np.tile(scale, 2)).tolist(), target=True)] if d.box is not None else []
                for d in decoded]
     clip_dir = writer.clip_dir(clip_id)
-    write_video(clip_dir / VIDEO, np.repeat(reference[None], frames, axis=0), CASE_FPS)
+    write_video(clip_dir / VIDEO, np.repeat(reference[None], frames, axis=0), CASE_FPS, exact=True)
     write_audio(clip_dir / AUDIO, samples, SAMPLE_RATE)
     extra = {"source": "release-test-case", "reference_only": True,
              **{k: case[k] for k in ("structured_prompt", "obj_name", "obj_img", "video_id") if case.get(k)}}
@@ -200,7 +200,7 @@ def _copy_or_encode(video: Path, target: Path) -> None:
             shutil.copyfile(video, tmp)
     else:
         frames, fps = read_video(video)
-        write_video(target, frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2], fps)
+        write_video(target, frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2], fps, exact=True)
 
 
 def _clip_id(raw: str, where: Path) -> str:

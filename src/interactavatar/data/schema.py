@@ -1,4 +1,4 @@
-"""The clip format: `meta.json` per clip, `manifest.jsonl` per dataset, atomic file writes.
+"""The clip format: `meta.json` per clip, `manifest.jsonl` per dataset.
 
 A dataset is a folder:
 
@@ -20,16 +20,14 @@ bad clip is reported with the others instead of stopping a whole run.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from interactavatar.io.files import write_text_atomic
 
 BODY_KEYPOINTS = (
     "nose", "neck",
@@ -186,31 +184,6 @@ def read_manifest(root: str | Path) -> list[ManifestEntry]:
 def write_manifest(root: str | Path, entries: list[ManifestEntry]) -> None:
     lines = [json.dumps({"clip_id": e.clip_id, "path": e.path, "split": e.split}) for e in entries]
     write_text_atomic(Path(root) / MANIFEST, "".join(line + "\n" for line in lines))
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path` in one step, so a
-    reader (or a crash) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
 
 
 def _rounded(values: np.ndarray) -> list:

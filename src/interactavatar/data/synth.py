@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from interactavatar.config import InteractAvatarConfig
 from interactavatar.data import speech
-from interactavatar.data.clipio import write_audio, write_video
 from interactavatar.data.paint import paint_clip
 from interactavatar.data.render import FINGER_JOINT_FRACTIONS
 from interactavatar.data.schema import (
@@ -37,6 +37,7 @@ from interactavatar.data.schema import (
     write_manifest,
     write_meta,
 )
+from interactavatar.io.media import write_audio, write_video
 
 COLORS = {
     "red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 70, 225),
@@ -50,7 +51,6 @@ ACTIONS = {"reach": "reaches for", "grasp": "grasps", "lift": "lifts", "point": 
 SLOTS = {"left": 0.25, "middle": 0.5, "right": 0.75}
 SLOT_PHRASES = {"left": "on the left", "middle": "in the middle", "right": "on the right"}
 SKIN_TONES = ((241, 194, 160), (224, 172, 125), (198, 134, 92), (141, 85, 54), (96, 60, 40))
-TABLE_TOP = 0.62   # fraction of the height where the table starts
 OBJECT_BASE = 0.80  # fraction of the height where objects stand
 # Finger ray angles (degrees, thumb first, mirrored for the left hand) and lengths (x hand length).
 FINGER_ANGLES = (-50.0, -20.0, 0.0, 18.0, 36.0)
@@ -72,6 +72,12 @@ class SynthSpec:
             raise ValueError(f"synth: size {self.width}x{self.height} must be even and at least 32")
         if self.num_frames < 1 or (self.num_frames - 1) % 4:
             raise ValueError(f"synth: num_frames={self.num_frames} is not 1+4k")
+
+    @classmethod
+    def from_config(cls, cfg: InteractAvatarConfig) -> SynthSpec:
+        """Clips at a model config's video size, frame count and frame rate."""
+        return cls(width=cfg.video_size[1], height=cfg.video_size[0], num_frames=cfg.num_frames,
+                   fps=float(cfg.audio.fps), sample_rate=cfg.audio.sample_rate)
 
 
 @dataclass
@@ -242,7 +248,7 @@ def make_clip(root: Path, seed: int, index: int, spec: SynthSpec) -> ManifestEnt
     tracks = pose_tracks(scene, spec, mouth)
     clip_id = f"synth{seed}-{index:06d}"
     clip_dir = root / clip_id
-    write_video(clip_dir / VIDEO, paint_clip(scene, tracks, spec, rng), spec.fps)
+    write_video(clip_dir / VIDEO, paint_clip(scene, tracks, spec, rng), spec.fps, exact=True)
     write_audio(clip_dir / AUDIO, voice.samples, spec.sample_rate)
     objects = [[ObjectBox(o.label, *tracks.boxes[f, i].tolist(), target=i == scene.target)
                 for i, o in enumerate(scene.objects)] for f in range(spec.num_frames)]

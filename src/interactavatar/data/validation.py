@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interactavatar.data.clipio import audio_info, probe_video, read_audio
-from interactavatar.data.schema import SPLITS, ClipMeta, read_manifest, read_meta, write_text_atomic
+from interactavatar.data.schema import SPLITS, ClipMeta, read_manifest, read_meta
+from interactavatar.io.files import write_text_atomic
+from interactavatar.io.media import audio_info, probe_video, read_audio
 
 # GX would otherwise phone home (analytics) from an ephemeral context.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")

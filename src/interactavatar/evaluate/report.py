@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from interactavatar.data.schema import write_text_atomic
+from interactavatar.io.files import write_text_atomic
 
 # Metric -> (better direction, what it measures); the table's order.
 METRIC_NOTES = {

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interactavatar.data.schema import write_text_atomic
 from interactavatar.evaluate.external import ExternalMetric, load_external_metric
 from interactavatar.evaluate.report import SYSTEMS, Sample, write_report
 from interactavatar.evaluate.score import aggregate, score_clip
 from interactavatar.evaluate.truth import ClipTruth, load_truth, split_clips
+from interactavatar.io.files import write_text_atomic
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
@@ -55,7 +55,7 @@ class EvaluationSettings:
 
 def evaluate(settings: EvaluationSettings) -> dict:
     """Run the evaluation; returns what metrics.json holds."""
-    from interactavatar.generation import InteractAvatarPipeline
+    from interactavatar.inference.pipeline import InteractAvatarPipeline
 
     # External metrics first: a missing plugin should stop the run before minutes of generation.
     externals = {kind: load_external_metric(kind, path) for kind, path in settings.external.items()}
@@ -111,7 +111,7 @@ def _score(system: str, video: np.ndarray, motion: np.ndarray, truth: ClipTruth,
 @torch.no_grad()
 def _through_vae(pipeline, frames: np.ndarray) -> np.ndarray:
     """[T, H, W, 3] uint8 (T = 1 + 4k) -> the same frames encoded and decoded by the model's VAE."""
-    from interactavatar.generation import to_frames, to_pixels
+    from interactavatar.inference.pipeline import to_frames, to_pixels
 
     vae = pipeline.bundle.vae
     return to_frames(vae.decode(vae.encode(to_pixels(frames, pipeline.device))))
@@ -120,8 +120,8 @@ def _through_vae(pipeline, frames: np.ndarray) -> np.ndarray:
 def _untrained_like(pipeline, directory: Path, settings: EvaluationSettings):
     """The floor: the model's own config (so sizes match even for a customised preset), randomly
     initialised with the evaluation's seed, saved and loaded like any model directory."""
-    from interactavatar.generation import InteractAvatarPipeline
-    from interactavatar.model.directory import build_bundle, save_bundle
+    from interactavatar.inference.pipeline import InteractAvatarPipeline
+    from interactavatar.model.bundle import build_bundle, save_bundle
 
     save_bundle(build_bundle(pipeline.cfg, seed=settings.seed), directory)
     return InteractAvatarPipeline.from_pretrained(directory, settings.device)
@@ -147,7 +147,8 @@ def log_to_mlflow(metrics: dict, out_dir: Path, parent_run_id: str | None = None
         return None
     import mlflow
 
-    from interactavatar.train.tracking import EXPERIMENT, flatten
+    from interactavatar.config import EXPERIMENT
+    from interactavatar.train.tracking import flatten
 
     values = {f"{system}_{name}": value for system in SYSTEMS for name, value in metrics.get(system, {}).items()
               if isinstance(value, (int, float))}

@@ -14,10 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from interactavatar.config import InteractAvatarConfig
-from interactavatar.data.clipio import read_audio, read_video
 from interactavatar.data.render import DecodedFrame, decode_frame, render_clip
 from interactavatar.data.schema import ClipMeta, read_manifest, read_meta
-from interactavatar.media import cover_transform, normalize_loudness, resize_and_crop
+from interactavatar.io.media import (
+    cover_transform,
+    normalize_loudness,
+    read_audio,
+    read_video,
+    resize_and_crop,
+)
 from interactavatar.model.audio import fit_to_frames, frame_count
 
 

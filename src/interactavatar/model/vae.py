@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from interactavatar.config import VAEConfig
-from interactavatar.model.io import load_dataclass, save_config_and_weights
+from interactavatar.model.weights import load_dataclass, save_config_and_weights
 
 
 class CausalConv3d(nn.Conv3d):

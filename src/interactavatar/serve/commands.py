@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from interactavatar.serve import MODEL_NAME
+from interactavatar.config import MODEL_NAME
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -13,7 +13,6 @@ import io
 import itertools
 import json
 import math
-import tempfile
 from dataclasses import asdict, dataclass, fields
 
 import av
@@ -22,9 +21,9 @@ import soundfile
 from kserve.errors import InvalidInput
 from PIL import Image, UnidentifiedImageError
 
-from interactavatar.media import load_speech
+from interactavatar.config import MODES
+from interactavatar.io.media import speech_from_waveform
 
-MODES = ("interact", "motion", "audio", "pose")
 MEDIA_FIELDS = ("image", "audio", "pose_video")
 FIELDS = ("image", "audio", "text", "options", "pose_video")
 IMAGE_FORMATS = ["PNG", "JPEG"]  # PIL is told to try only these (no EPS/PSD parsers on untrusted bytes)
@@ -103,7 +102,7 @@ def decode_image(data: bytes, limits: ServeLimits) -> np.ndarray:
 
 
 def decode_audio(data: bytes, limits: ServeLimits, sample_rate: int, fps: int) -> np.ndarray:
-    """WAV (or FLAC/OGG) bytes -> [S] float32 at `sample_rate`, as media.load_speech reads files."""
+    """WAV (or FLAC/OGG) bytes -> [S] float32 at `sample_rate`, as io.media.load_speech reads files."""
     try:
         info = soundfile.info(io.BytesIO(data))
     except (soundfile.LibsndfileError, RuntimeError) as err:
@@ -113,14 +112,11 @@ def decode_audio(data: bytes, limits: ServeLimits, sample_rate: int, fps: int) -
         raise refuse("audio", f"{seconds:.1f} s is longer than the limit of {limits.max_audio_seconds:g} s")
     if seconds * fps < 1:
         raise refuse("audio", f"{seconds:.3f} s is shorter than one video frame at {fps} fps")
-    # load_speech (resampling, loudness) reads a path; the file lives only for this call.
-    with tempfile.NamedTemporaryFile(suffix=".audio") as file:
-        file.write(data)
-        file.flush()
-        try:
-            return load_speech(file.name, sample_rate)
-        except ValueError as err:
-            raise refuse("audio", f"not readable audio ({err})") from None
+    try:
+        waveform, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError) as err:
+        raise refuse("audio", f"not readable audio ({err})") from None
+    return speech_from_waveform(waveform, rate, sample_rate)
 
 
 def decode_video(data: bytes, limits: ServeLimits) -> np.ndarray:

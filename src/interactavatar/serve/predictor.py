@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import kserve
 from kserve.protocol.infer_type import InferRequest
@@ -70,7 +68,7 @@ class InteractAvatarModel(kserve.Model):
         self._workers = ThreadPoolExecutor(self.limits.max_concurrency, thread_name_prefix="generate")
 
     def load(self) -> bool:
-        from interactavatar.generation import InteractAvatarPipeline
+        from interactavatar.inference.pipeline import InteractAvatarPipeline
         from interactavatar.serve.resolve import resolve_model_dir
 
         self.pipeline = InteractAvatarPipeline.from_pretrained(resolve_model_dir(self.model_ref), self.device)
@@ -104,11 +102,8 @@ class InteractAvatarModel(kserve.Model):
         result = self.pipeline(request.image, request.text, request.audio, pose_video=request.pose_video,
                                **request.options.pipeline_kwargs())
         start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="interactavatar-serve-") as scratch:
-            video_path, motion_path = Path(scratch, "video.mp4"), Path(scratch, "motion.mp4")
-            result.save(video_path, motion_path if want_motion else None)
-            videos = {name: path.read_bytes() for name, path in (("video", video_path), ("motion", motion_path))
-                      if path.is_file()}
+        video, motion = result.to_mp4_bytes(with_motion=want_motion)
+        videos = {name: data for name, data in (("video", video), ("motion", motion)) if data is not None}
         frames = result.video if result.video is not None else result.motion
         metadata = {"num_frames": len(frames), "fps": result.fps, **result.timings,
                     "mux_s": time.perf_counter() - start}

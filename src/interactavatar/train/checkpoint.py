@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interactavatar.model.io import atomic_write_bytes
+from interactavatar.io.files import write_bytes_atomic
 
 POINTER = "LATEST"
 TAG_PREFIX = "step-"
@@ -75,7 +75,7 @@ class CheckpointManager:
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
         if engine.local_rank == 0:
-            atomic_write_bytes(self.directory / POINTER, tag.encode())
+            write_bytes_atomic(self.directory / POINTER, tag.encode())
             self._prune(tag)
         if self.mirror is not None:
             self._mirror(engine, tag)

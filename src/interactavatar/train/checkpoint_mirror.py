@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from interactavatar.model.io import atomic_write_bytes
-from interactavatar.storage import (
+from interactavatar.io.files import write_bytes_atomic
+from interactavatar.io.storage import (
     client,
     download_file,
     object_sizes,
@@ -88,7 +88,7 @@ class CheckpointMirror:
                 raise ValueError(f"checkpoint mirror: {self.uri}/{name} has {path.stat().st_size} bytes, "
                                  f"{self.uri}/{MIRROR_POINTER} says {size}")
         # The pointer last: a restore cut short never points at a half-downloaded tag.
-        atomic_write_bytes(directory / POINTER, latest["tag"].encode())
+        write_bytes_atomic(directory / POINTER, latest["tag"].encode())
         return latest["tag"]
 
     def _prune(self, current: str) -> None:

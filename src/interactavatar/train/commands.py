@@ -3,35 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
+
+from interactavatar.config import INJECTIONS
+from interactavatar.train.curriculum import Curriculum
+from interactavatar.train.engine import EngineConfig, shutdown
+from interactavatar.train.stages import STAGES, StageSpec, run_stage
+
+# Help for the input folders (Stage.needs) that say more than their name.
+INPUT_HELP = {"vae": "the vae stage's output (or a VAE folder)"}
+# The options one stage's command alone takes, after its input folders (add_argument's keywords).
+STAGE_OPTIONS: dict[str, dict[str, dict]] = {
+    "vae": {"--motion-steps": dict(type=int,
+                                   help="motion-video steps per video step (default: StageSpec.vae_motion_steps)")},
+    "pim": {"--curriculum": dict(default="1,1,1",
+                                 help="detection,continuation,generation weights (0,1,1 is the no-detection ablation)")},
+    "joint": {"--injection": dict(default="residual", choices=INJECTIONS)},
+}
+# How spec_to_argv writes the stage options.
+OPTION_VALUES = {
+    "--motion-steps": lambda spec: str(spec.vae_motion_steps),
+    "--curriculum": lambda spec: ",".join(repr(weight) for weight in spec.curriculum.weights()),
+    "--injection": lambda spec: spec.injection,
+}
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="run (or resume) one training stage under DeepSpeed")
     stages = train.add_subparsers(dest="stage", required=True)
-    for stage, description in (
-        ("vae", "the shared causal VAE on videos and motion videos"),
-        ("pim", "PIM pretrain: detection / continuation / generation curriculum"),
-        ("audio", "AIM audio pretrain: audio and text, no motion"),
-        ("joint", "joint fine-tune of both streams and the aligner"),
-    ):
-        parser = stages.add_parser(stage, help=description)
+    for stage in STAGES.values():
+        parser = stages.add_parser(stage.name, help=stage.description)
         parser.add_argument("--preset", default="demo")
         parser.add_argument("--data", required=True, type=Path, help="dataset folder (manifest.jsonl)")
         parser.add_argument("--out", required=True, type=Path)
-        if stage != "vae":
-            parser.add_argument("--vae", required=True, type=Path, help="the vae stage's output (or a VAE folder)")
-        if stage == "joint":
-            parser.add_argument("--pim", required=True, type=Path)
-            parser.add_argument("--audio", required=True, type=Path)
-            parser.add_argument("--injection", default="residual", choices=("residual", "last", "add"))
-        if stage == "vae":
-            parser.add_argument("--motion-steps", type=int,
-                                help="motion-video steps per video step (default: StageSpec.vae_motion_steps)")
-        if stage == "pim":
-            parser.add_argument("--curriculum", default="1,1,1",
-                                help="detection,continuation,generation weights (0,1,1 is the no-detection ablation)")
+        for name in stage.needs:
+            parser.add_argument(f"--{name}", required=True, type=Path, help=INPUT_HELP.get(name))
+        for flag, options in STAGE_OPTIONS.get(stage.name, {}).items():
+            parser.add_argument(flag, **options)
         parser.add_argument("--steps", type=int, default=100)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--checkpoint-every", type=int, default=50)
@@ -48,11 +58,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         parser.set_defaults(func=run_train)
 
 
-def spec_from_args(args: argparse.Namespace):
-    from interactavatar.train.curriculum import Curriculum
-    from interactavatar.train.engine import EngineConfig
-    from interactavatar.train.stages import StageSpec
-
+def spec_from_args(args: argparse.Namespace) -> StageSpec:
     return StageSpec(
         stage=args.stage, preset=args.preset, data=args.data, out=args.out, steps=args.steps, seed=args.seed,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
@@ -66,10 +72,50 @@ def spec_from_args(args: argparse.Namespace):
     )
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from interactavatar.train.engine import shutdown
-    from interactavatar.train.stages import run_stage
+def spec_to_argv(spec: StageSpec) -> list[str]:
+    """The `interactavatar train` arguments that `spec_from_args` turns back into `spec` (to run
+    the stage in another process, such as a TrainJob's nodes).
 
+    Raises ValueError naming each setting the command line cannot carry (check_round_trip) rather
+    than dropping it.
+    """
+    engine = spec.engine
+    argv = ["train", spec.stage, "--preset", spec.preset, "--data", str(spec.data), "--out", str(spec.out),
+            "--steps", str(spec.steps), "--seed", str(spec.seed), "--checkpoint-every", str(spec.checkpoint_every),
+            "--log-every", str(spec.log_every), "--batch-size", str(engine.micro_batch_size),
+            "--grad-accum", str(engine.gradient_accumulation_steps), "--lr", repr(engine.learning_rate),
+            "--warmup-steps", str(engine.warmup_steps), "--zero-stage", str(engine.zero_stage)]
+    for name in STAGES[spec.stage].needs:
+        argv += [f"--{name}", str(getattr(spec, name))]
+    for flag in STAGE_OPTIONS.get(spec.stage, {}):
+        if flag in OPTION_VALUES:
+            argv += [flag, OPTION_VALUES[flag](spec)]
+    if spec.gradient_checkpointing:
+        argv.append("--gradient-checkpointing")
+    if spec.data_rev:
+        argv += ["--data-rev", spec.data_rev]
+    if spec.parent_run_id:
+        argv += ["--parent-run-id", spec.parent_run_id]
+    check_round_trip(spec, argv)
+    return argv
+
+
+def check_round_trip(spec: StageSpec, argv: list[str]) -> None:
+    """Parse `argv` with the train command's own parser and raise ValueError naming each setting
+    (engine.<name> for the engine's) in which the spec it builds differs from `spec`."""
+    parser = argparse.ArgumentParser(prog="interactavatar")
+    add_commands(parser.add_subparsers(dest="command"))
+    rebuilt = spec_from_args(parser.parse_args(argv))
+    lost = [f"engine.{f.name}" for f in dataclasses.fields(spec.engine)
+            if getattr(rebuilt.engine, f.name) != getattr(spec.engine, f.name)]
+    lost += [f.name for f in dataclasses.fields(spec)
+             if f.name != "engine" and getattr(rebuilt, f.name) != getattr(spec, f.name)]
+    if lost:
+        raise ValueError(f"train {spec.stage}: {', '.join(lost)} cannot be passed to `interactavatar train` "
+                         "on a TrainJob's nodes; leave the default or train on one node")
+
+
+def run_train(args: argparse.Namespace) -> int:
     try:
         out = run_stage(spec_from_args(args))
     finally:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from interactavatar.model.audio import window_features
-from interactavatar.model.directory import ModelBundle
+from interactavatar.model.bundle import ModelBundle
 
 
 @dataclass
@@ -55,8 +55,6 @@ def build_cache(dataset: Dataset, bundle: ModelBundle, streams: set[str], device
                 batch_size: int = 8) -> FeatureCache:
     """Encode every clip of `dataset` for the `streams` a stage trains ("video", "motion", "audio")."""
     cfg = bundle.cfg
-    grid_step = cfg.vae.spatial_compression * cfg.aim.patch_size[1]
-    token_grid = (cfg.video_size[0] // grid_step, cfg.video_size[1] // grid_step)
     vae = bundle.vae.to(device).eval()
     parts: dict[str, list[torch.Tensor]] = {}
 
@@ -70,7 +68,7 @@ def build_cache(dataset: Dataset, bundle: ModelBundle, streams: set[str], device
         if "video" in streams:
             add("video", vae.encode(batch["video"].to(device)))
             add("video_reference", vae.encode(batch["reference"].to(device)))
-            add("face_mask", token_grid_mask(batch["face_mask"], token_grid))
+            add("face_mask", token_grid_mask(batch["face_mask"], cfg.token_grid))
         if "motion" in streams:
             add("motion", vae.encode(batch["motion"].to(device)))
             add("motion_reference", vae.encode(batch["motion_reference"].to(device)))

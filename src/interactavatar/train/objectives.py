@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from interactavatar.data.render import PALETTE, classify_pixels
-from interactavatar.flow import add_noise, flow_loss, null_text, sample_training_sigmas
 from interactavatar.model import InteractAvatar
+from interactavatar.model.flow import add_noise, flow_loss, null_text, sample_training_sigmas
 from interactavatar.model.vae import CausalVAE
 from interactavatar.train.curriculum import Curriculum, task_latents
 from interactavatar.train.sampling import StepRandomness
@@ -108,7 +108,7 @@ class PIMObjective(nn.Module):
 
 
 class AudioObjective(nn.Module):
-    """Stage 2: AIM with audio and text, no motion (audio first keeps lip sync, see DESIGN.md)."""
+    """Stage 2: AIM with audio and text, no motion (audio first keeps lip sync, see docs/design.md, "Audio before motion")."""
 
     def __init__(self, model: InteractAvatar, shift: float, text_dropout: float = 0.1, audio_dropout: float = 0.1):
         super().__init__()

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
 
 from interactavatar.config import preset
-from interactavatar.lineage import data_revision, dataset_hash
+from interactavatar.data.versioning import data_revision, dataset_hash
 from interactavatar.model.aligner import MotionToVideoAligner
-from interactavatar.model.directory import build_bundle, load_bundle, write_model_files
+from interactavatar.model.bundle import ModelBundle, build_bundle, load_bundle, write_model_files
 from interactavatar.model.vae import CausalVAE
 from interactavatar.train import engine as ds
 from interactavatar.train.checkpoint import CheckpointManager
@@ -34,8 +36,34 @@ from interactavatar.train.objectives import (
 from interactavatar.train.sampling import BatchLayout, StepRandomness, clip_indices
 from interactavatar.train.tracking import StageRun, peak_memory_mb
 
-STAGES = ("vae", "pim", "audio", "joint")
 MODEL_ENTRIES = ["config.yaml", "model.safetensors", "vae", "text_encoder", "audio_encoder"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What sets one training stage apart; `run_stage` runs every stage alike through these.
+
+    name: the stage's name (`interactavatar train <name>`, the MLflow run's `stage` tag).
+    description: what it trains, in one line (its command's help).
+    needs: the StageSpec fields naming the model directories it starts from (vae, pim, audio).
+    streams: the feature streams its cache encodes (motion, video, audio); none for the VAE, which
+        trains on pixels.
+    model(spec) -> what it trains and writes: the CausalVAE, or an InteractAvatar ModelBundle.
+    data(spec, trained, device) -> what its micro-batches are drawn from.
+    objective(spec, trained) -> the module DeepSpeed trains: (batch, randomness) -> {"loss": [], ...}.
+    batch(spec, data, layout, step, micro, randomness, device) -> this rank's micro-batch, on device.
+    write(spec, trained, data) -> None: its model directory at the top of spec.out.
+    """
+
+    name: str
+    description: str
+    needs: tuple[str, ...]
+    streams: frozenset[str]
+    model: Callable[[StageSpec], Any]
+    data: Callable[[StageSpec, Any, torch.device], Any]
+    objective: Callable[[StageSpec, Any], torch.nn.Module]
+    batch: Callable[[StageSpec, Any, BatchLayout, int, int, StepRandomness, torch.device], dict]
+    write: Callable[[StageSpec, Any, Any], None]
 
 
 @dataclass
@@ -72,9 +100,8 @@ class StageSpec:
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
-            raise ValueError(f"train: unknown stage {self.stage!r}; choose one of {STAGES}")
-        needs = {"pim": ["vae"], "audio": ["vae"], "joint": ["vae", "pim", "audio"]}.get(self.stage, [])
-        for name in needs:
+            raise ValueError(f"train: unknown stage {self.stage!r}; choose one of {tuple(STAGES)}")
+        for name in STAGES[self.stage].needs:
             if getattr(self, name) is None:
                 raise ValueError(f"train {self.stage}: --{name} (the {name} stage's output directory) is required")
         if self.steps < 1 or self.checkpoint_every < 1:
@@ -90,67 +117,68 @@ def _clip_dataset(spec: StageSpec, cfg):
 
 
 def _prepare(spec: StageSpec, device: torch.device):
-    """(objective module, bundle or vae, feature cache) for the stage."""
-    cfg = preset(spec.preset)
-    if spec.stage == "vae":
-        vae = CausalVAE(cfg.vae)
-        dataset = _clip_dataset(spec, cfg)
-        pixels = [item[key] for item in (dataset[i] for i in range(len(dataset))) for key in ("video", "motion")]
-        # Videos and motion videos differ in size: keep them as two tensors, alternating steps.
-        videos = torch.stack(pixels[0::2])
-        motions = torch.stack(pixels[1::2])
-        return VAEObjective(vae), vae, (videos, motions, palette_class_weights(motions))
-
-    if spec.stage == "joint":
-        bundle = load_bundle(spec.audio)
-        pim_weights = load_file(str(Path(spec.pim) / "model.safetensors"))
-        bundle.model.pim.load_state_dict({k[4:]: v for k, v in pim_weights.items() if k.startswith("pim.")})
-        # A fresh zero-initialised aligner: joint training starts from AIM's audio-pretrained behaviour.
-        bundle.cfg = dataclasses.replace(bundle.cfg, injection=spec.injection)
-        bundle.model.aligner = MotionToVideoAligner(
-            bundle.cfg.pim.dim, bundle.cfg.aim.dim, bundle.cfg.aim.num_layers, spec.injection
-        )
-    else:
-        cfg = dataclasses.replace(cfg, injection=spec.injection)
-        with torch.random.fork_rng():
-            torch.manual_seed(spec.seed)
-            bundle = build_bundle(cfg, seed=spec.seed)
-        bundle.vae = CausalVAE.from_pretrained(spec.vae)
-        bundle.cfg = dataclasses.replace(bundle.cfg, vae=bundle.vae.cfg)
-    bundle.model.set_gradient_checkpointing(spec.gradient_checkpointing)
-    streams = {"pim": {"motion"}, "audio": {"video", "audio"}, "joint": {"video", "motion", "audio"}}[spec.stage]
-    cache = build_cache(_clip_dataset(spec, bundle.cfg), bundle, streams, device)
-    shift = bundle.cfg.sampler.shift
-    objective = {
-        "pim": lambda: PIMObjective(bundle.model, spec.curriculum, shift),
-        "audio": lambda: AudioObjective(bundle.model, shift),
-        "joint": lambda: JointObjective(bundle.model, shift),
-    }[spec.stage]()
-    return objective, bundle, cache
+    """(objective module, trained model: the VAE or a bundle, the data its micro-batches come from)."""
+    stage = STAGES[spec.stage]
+    # Model, data, objective, always in this order: each may draw from the global RNG run_stage
+    # seeded, so the order fixes the initial weights (and resumes reproduce them).
+    trained = stage.model(spec)
+    data = stage.data(spec, trained, device)
+    return stage.objective(spec, trained), trained, data
 
 
 def _micro_batch(spec: StageSpec, data, layout: BatchLayout, step: int, micro: int,
                  device: torch.device) -> tuple[dict, StepRandomness]:
     """This rank's slice of micro-batch `micro` of optimizer step `step`, and its random draws."""
-    samples = layout.samples(step, micro)
-    randomness = StepRandomness.keyed(spec.seed, step, samples)
-    if spec.stage == "vae":
-        videos, motions, motion_weights = data
-        # Videos and motion videos differ in size: a whole step takes one kind, each kind in its
-        # own epoch order.
-        motion, kind_step = vae_step_kind(step, spec.vae_motion_steps)
-        source = motions if motion else videos
-        clips = clip_indices(layout.samples(kind_step, micro), len(source), spec.seed + motion)
-        window = min(spec.vae_window_frames or source.shape[2], source.shape[2])
-        last_start = source.shape[2] - window
-        starts = randomness.each(lambda generator: torch.randint(last_start + 1, (1,), generator=generator))
-        windows = [(clip, slice(start, start + window)) for clip, start in zip(clips, starts, strict=True)]
-        batch = {"pixels": torch.stack([source[clip, :, frames] for clip, frames in windows])}
-        if motion:
-            batch["weights"] = torch.stack([motion_weights[clip, :, frames] for clip, frames in windows])
-        return {key: value.to(device) for key, value in batch.items()}, randomness
-    cache: FeatureCache = data
-    return cache.select(clip_indices(samples, len(cache), spec.seed), device), randomness
+    randomness = StepRandomness.keyed(spec.seed, step, layout.samples(step, micro))
+    return STAGES[spec.stage].batch(spec, data, layout, step, micro, randomness, device), randomness
+
+
+def _write_outputs(spec: StageSpec, trained, data) -> None:
+    """The final model directory at the top of --out, each file replaced atomically."""
+    STAGES[spec.stage].write(spec, trained, data)
+
+
+# The VAE stage: trains on the clips' pixels, in memory.
+
+def _new_vae(spec: StageSpec) -> CausalVAE:
+    return CausalVAE(preset(spec.preset).vae)
+
+
+def _pixels(spec: StageSpec, vae: CausalVAE, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(videos [N, 3, F, H, W], motion videos [N, 3, F, Hm, Wm], their palette weights [N, 1, F, Hm, Wm]).
+
+    Videos and motion videos differ in size: two tensors, and each step trains on one kind.
+    """
+    dataset = _clip_dataset(spec, preset(spec.preset))
+    # One clip at a time: only its two videos stay in memory.
+    pairs = [(item["video"], item["motion"]) for item in (dataset[i] for i in range(len(dataset)))]
+    videos, motions = (torch.stack(kind) for kind in zip(*pairs, strict=True))
+    return videos, motions, palette_class_weights(motions)
+
+
+def _vae_objective(spec: StageSpec, vae: CausalVAE) -> VAEObjective:
+    return VAEObjective(vae)
+
+
+def _pixel_windows(spec: StageSpec, pixels, layout: BatchLayout, step: int, micro: int,
+                   randomness: StepRandomness, device: torch.device) -> dict[str, torch.Tensor]:
+    """{"pixels": [B, 3, window, H, W]} of one kind, and for motion videos their "weights" [B, 1, window, H, W].
+
+    A whole step takes one kind (`vae_step_kind`), each kind in its own epoch order, and each
+    sample a window of `spec.vae_window_frames` at a start it draws from its own generator.
+    """
+    videos, motions, motion_weights = pixels
+    motion, kind_step = vae_step_kind(step, spec.vae_motion_steps)
+    source = motions if motion else videos
+    clips = clip_indices(layout.samples(kind_step, micro), len(source), spec.seed + motion)
+    window = min(spec.vae_window_frames or source.shape[2], source.shape[2])
+    last_start = source.shape[2] - window
+    starts = randomness.each(lambda generator: torch.randint(last_start + 1, (1,), generator=generator))
+    windows = [(clip, slice(start, start + window)) for clip, start in zip(clips, starts, strict=True)]
+    batch = {"pixels": torch.stack([source[clip, :, frames] for clip, frames in windows])}
+    if motion:
+        batch["weights"] = torch.stack([motion_weights[clip, :, frames] for clip, frames in windows])
+    return {key: value.to(device) for key, value in batch.items()}
 
 
 def vae_step_kind(step: int, motion_steps: int) -> tuple[bool, int]:
@@ -160,13 +188,10 @@ def vae_step_kind(step: int, motion_steps: int) -> tuple[bool, int]:
     return (False, cycle) if phase == 0 else (True, cycle * motion_steps + phase - 1)
 
 
-def _write_outputs(spec: StageSpec, trained, data) -> None:
-    """The final model directory at the top of --out, each file replaced atomically."""
-    if spec.stage == "vae":
-        _calibrate_latent_scale(trained, videos=data[0])
-        trained.save_pretrained(spec.out)
-        return
-    write_model_files(trained, spec.out)
+def _write_vae(spec: StageSpec, vae: CausalVAE, pixels) -> None:
+    """A VAE directory, its latent scale measured on the training videos."""
+    _calibrate_latent_scale(vae, videos=pixels[0])
+    vae.save_pretrained(spec.out)
 
 
 @torch.no_grad()
@@ -178,6 +203,77 @@ def _calibrate_latent_scale(vae: CausalVAE, videos: torch.Tensor) -> None:
     vae.cfg.latent_mean, vae.cfg.latent_std = 0.0, 1.0
     latents = vae.eval().encode(videos[:16].to(next(vae.parameters()).device))
     vae.cfg.latent_mean, vae.cfg.latent_std = latents.mean().item(), max(latents.std().item(), 1e-3)
+
+
+# The InteractAvatar stages: train on features encoded once, up front, by the frozen encoders.
+
+def _new_model(spec: StageSpec) -> ModelBundle:
+    """A freshly initialised model, keyed by the seed alone, on the vae stage's VAE."""
+    cfg = dataclasses.replace(preset(spec.preset), injection=spec.injection)
+    with torch.random.fork_rng():
+        torch.manual_seed(spec.seed)
+        bundle = build_bundle(cfg, seed=spec.seed)
+    bundle.vae = CausalVAE.from_pretrained(spec.vae)
+    bundle.cfg = dataclasses.replace(bundle.cfg, vae=bundle.vae.cfg)
+    bundle.model.set_gradient_checkpointing(spec.gradient_checkpointing)
+    return bundle
+
+
+def _pretrained_model(spec: StageSpec) -> ModelBundle:
+    """The audio stage's model (AIM, encoders, VAE) with the pim stage's PIM and a new aligner."""
+    bundle = load_bundle(spec.audio)
+    pim_weights = load_file(str(Path(spec.pim) / "model.safetensors"))
+    bundle.model.pim.load_state_dict({k[4:]: v for k, v in pim_weights.items() if k.startswith("pim.")})
+    # A fresh zero-initialised aligner: joint training starts from AIM's audio-pretrained behaviour.
+    bundle.cfg = dataclasses.replace(bundle.cfg, injection=spec.injection)
+    bundle.model.aligner = MotionToVideoAligner(
+        bundle.cfg.pim.dim, bundle.cfg.aim.dim, bundle.cfg.aim.num_layers, spec.injection
+    )
+    bundle.model.set_gradient_checkpointing(spec.gradient_checkpointing)
+    return bundle
+
+
+def _feature_cache(spec: StageSpec, bundle: ModelBundle, device: torch.device) -> FeatureCache:
+    """Every clip's features for the streams the stage trains."""
+    return build_cache(_clip_dataset(spec, bundle.cfg), bundle, STAGES[spec.stage].streams, device)
+
+
+def _pim_objective(spec: StageSpec, bundle: ModelBundle) -> PIMObjective:
+    return PIMObjective(bundle.model, spec.curriculum, bundle.cfg.sampler.shift)
+
+
+def _audio_objective(spec: StageSpec, bundle: ModelBundle) -> AudioObjective:
+    return AudioObjective(bundle.model, bundle.cfg.sampler.shift)
+
+
+def _joint_objective(spec: StageSpec, bundle: ModelBundle) -> JointObjective:
+    return JointObjective(bundle.model, bundle.cfg.sampler.shift)
+
+
+def _cached_features(spec: StageSpec, cache: FeatureCache, layout: BatchLayout, step: int, micro: int,
+                     randomness: StepRandomness, device: torch.device) -> dict[str, torch.Tensor]:
+    """The cached features of the micro-batch's clips ([B, ...] each, FeatureCache's shapes)."""
+    return cache.select(clip_indices(layout.samples(step, micro), len(cache), spec.seed), device)
+
+
+def _write_model(spec: StageSpec, bundle: ModelBundle, cache: FeatureCache) -> None:
+    """A full model directory (weights, config, VAE and encoders)."""
+    write_model_files(bundle, spec.out)
+
+
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (
+    Stage("vae", "the shared causal VAE on videos and motion videos", needs=(), streams=frozenset(),
+          model=_new_vae, data=_pixels, objective=_vae_objective, batch=_pixel_windows, write=_write_vae),
+    Stage("pim", "PIM pretrain: detection / continuation / generation curriculum", needs=("vae",),
+          streams=frozenset({"motion"}), model=_new_model, data=_feature_cache, objective=_pim_objective,
+          batch=_cached_features, write=_write_model),
+    Stage("audio", "AIM audio pretrain: audio and text, no motion", needs=("vae",),
+          streams=frozenset({"video", "audio"}), model=_new_model, data=_feature_cache, objective=_audio_objective,
+          batch=_cached_features, write=_write_model),
+    Stage("joint", "joint fine-tune of both streams and the aligner", needs=("vae", "pim", "audio"),
+          streams=frozenset({"video", "motion", "audio"}), model=_pretrained_model, data=_feature_cache,
+          objective=_joint_objective, batch=_cached_features, write=_write_model),
+)}
 
 
 def _global_batch_mean(sums: dict[str, torch.Tensor], layout: BatchLayout) -> dict[str, float]:

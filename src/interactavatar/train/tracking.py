@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from interactavatar.model.io import atomic_write_bytes
+from interactavatar.config import EXPERIMENT
+from interactavatar.io.files import write_bytes_atomic
 
 DEFAULT_TRACKING_URI = "sqlite:///work/mlflow.db"
-EXPERIMENT = "interactavatar"
 
 
 def tracking_uri() -> str:
@@ -70,7 +70,7 @@ class StageRun:
             self.run = mlflow.start_run(run_name=self.stage, parent_run_id=self.parent_run_id,
                                         tags={"stage": self.stage})
         self.run_id_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.run_id_file, self.run.info.run_id.encode())
+        write_bytes_atomic(self.run_id_file, self.run.info.run_id.encode())
         return self
 
     def _checkpoint_run_in_store(self) -> str | None:

@@ -1,0 +1,2 @@
+"""The cluster: the names of its Secrets and ConfigMaps, Kubernetes clients, and the Kubeflow Trainer
+TrainJob launcher for multi-node training."""

@@ -1,0 +1,100 @@
+"""The model directory: the unit every stage passes on.
+
+    config.yaml            InteractAvatarConfig
+    model.safetensors      PIM, AIM (with audio attention and projection) and the aligner
+    vae/                   config.yaml + model.safetensors of the causal VAE
+    text_encoder/          only for encoders not loadable by path (the tiny random one)
+    audio_encoder/         likewise (wav2vec2 is random on machines without its weights)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from interactavatar.config import InteractAvatarConfig, preset
+from interactavatar.io.files import atomic_directory
+from interactavatar.model.audio import AudioEncoder
+from interactavatar.model.interact_avatar import InteractAvatar
+from interactavatar.model.text import TextEncoder
+from interactavatar.model.vae import CausalVAE
+from interactavatar.model.weights import save_config_and_weights
+
+
+@dataclass
+class ModelBundle:
+    cfg: InteractAvatarConfig
+    model: InteractAvatar
+    vae: CausalVAE
+    text_encoder: TextEncoder
+    audio_encoder: AudioEncoder
+
+    def to(self, device: torch.device | str) -> ModelBundle:
+        for part in (self.model, self.vae, self.text_encoder, self.audio_encoder):
+            part.to(device)
+        return self
+
+
+def build_bundle(cfg: InteractAvatarConfig, seed: int = 0) -> ModelBundle:
+    """A randomly initialised model (text encoder pretrained when the config names one). Random
+    stand-in encoders are seeded apart from `seed`: every stage of a training run must see the
+    same frozen features."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model, vae = InteractAvatar(cfg), CausalVAE(cfg.vae)
+    return ModelBundle(
+        cfg, model, vae, TextEncoder.from_config(cfg.text), AudioEncoder.from_config(cfg.audio)
+    )
+
+
+def write_model_files(bundle: ModelBundle, directory: str | Path) -> None:
+    """Write the model's entries into `directory` (which may hold other things, such as a training
+    stage's checkpoints), each replaced atomically; config.yaml goes last, so a directory with a
+    config always has the weights that belong to it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.yaml").unlink(missing_ok=True)
+    with atomic_directory(directory / "vae") as staging:
+        bundle.vae.save_pretrained(staging)
+    for kind, name, encoder in (("text", "text_encoder", bundle.text_encoder), ("audio", "audio_encoder", bundle.audio_encoder)):
+        if getattr(bundle.cfg, kind).kind == "random":
+            with atomic_directory(directory / name) as staging:
+                encoder.save(staging)
+    save_config_and_weights(directory, bundle.cfg, bundle.model.state_dict())
+
+
+def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
+    """Write a whole model directory atomically (a failure leaves the old one intact)."""
+    with atomic_directory(directory) as staging:
+        write_model_files(bundle, staging)
+    return Path(directory)
+
+
+def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> ModelBundle:
+    directory = Path(directory)
+    if not (directory / "config.yaml").is_file():
+        raise FileNotFoundError(f"{directory}: not a model directory (config.yaml missing)")
+    cfg = InteractAvatarConfig.load(directory / "config.yaml")
+    model = InteractAvatar(cfg)
+    weights = directory / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: model weights not found")
+    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{weights}: weights do not match config.yaml (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    text_dir, audio_dir = directory / "text_encoder", directory / "audio_encoder"
+    bundle = ModelBundle(
+        cfg,
+        model.eval(),
+        CausalVAE.from_pretrained(directory / "vae").eval(),
+        TextEncoder.from_config(cfg.text, path=text_dir if text_dir.is_dir() else None),
+        AudioEncoder.from_config(cfg.audio, path=audio_dir if audio_dir.is_dir() else None),
+    )
+    return bundle.to(device)
+
+
+def init_model_directory(preset_name: str, out: str | Path, seed: int = 0) -> Path:
+    return save_bundle(build_bundle(preset(preset_name), seed=seed), out)

@@ -1,0 +1,134 @@
+"""The InteractAvatar training pipeline: versioned data in, a live endpoint out."""
+
+from kfp import dsl, kubernetes
+
+from interactavatar.cluster.names import ENDPOINT_KEYS, ENDPOINTS_CONFIG_MAP, IMAGE, S3_SECRET, S3_SECRET_KEYS
+from interactavatar.config import DEFAULT_GATE, MODEL_NAME
+from interactavatar.pipeline.components import (
+    audio_pretrain,
+    deploy,
+    evaluate,
+    joint_finetune,
+    pim_pretrain,
+    register,
+    vae_pretrain,
+    validate_data,
+)
+
+
+def _with_cluster_settings(task, display_name: str, gpus=None):
+    """The task's display name; S3 keys and endpoints from the cluster's Secret and ConfigMap (never
+    inline); GPU tasks (`gpus`: a count or a pipeline parameter) also get a GPU node, its taint
+    tolerated, a RAM-backed /dev/shm for data loading, and one retry. A local run ignores all but
+    the name and the retries."""
+    task.set_display_name(display_name)
+    kubernetes.use_secret_as_env(task, S3_SECRET, {key: key for key in S3_SECRET_KEYS})
+    kubernetes.use_config_map_as_env(task, ENDPOINTS_CONFIG_MAP, {key: key for key in ENDPOINT_KEYS})
+    if gpus is not None:
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+        task.set_memory_request("64G").set_cpu_request("8")
+        kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+        kubernetes.add_node_selector(task, "nvidia.com/gpu.present", "true")
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+        # GPU nodes get preempted: a retried multi-node training task resumes its TrainJob from the
+        # checkpoints mirrored on S3. One retry only: a real error should surface, not repeat.
+        task.set_retry(num_retries=1)
+    return task
+
+
+@dsl.pipeline(name="interactavatar-training")
+def interactavatar_pipeline(
+    data_repo: str,
+    data_rev: str = "",
+    data_path: str = "data/synth",
+    preset: str = "demo",
+    vae_weights_uri: str = "",
+    vae_steps: int = 300,
+    pim_steps: int = 600,
+    audio_steps: int = 300,
+    joint_steps: int = 300,
+    batch_size: int = 8,
+    learning_rate: float = 1e-3,
+    vae_batch_size: int = 2,
+    pim_batch_size: int = 16,
+    pim_learning_rate: float = 2e-3,
+    seed: int = 0,
+    curriculum: str = "1,1,1",
+    injection: str = "residual",
+    eval_split: str = "test",
+    eval_clips: int = 8,
+    eval_steps: int = 0,
+    model_name: str = MODEL_NAME,
+    gate_metrics: str = DEFAULT_GATE,
+    gate_margin: float = 0.0,
+    endpoint_name: str = "interactavatar",
+    endpoint_namespace: str = "interactavatar-serving",
+    endpoint_gpus: int = 1,
+    apply_deployment: bool = True,
+    artifacts_destination: str = "s3://mlflow/artifacts",
+    train_num_nodes: int = 1,
+    train_gpus_per_node: int = 1,
+    train_task_gpus: int = 1,
+    trainer_runtime: str = "torch-distributed",
+    trainer_namespace: str = "kubeflow",
+    trainjob_staging_uri: str = "s3://models/trainjobs",
+    parent_run_id: str = "",
+):
+    """Train, evaluate, register and deploy InteractAvatar from a DVC-versioned dataset.
+
+    1. validate_data: fetch the dataset at `data_rev` with DVC and validate it (Great Expectations).
+    2. vae_pretrain: train the shared causal VAE (or take `vae_weights_uri`).
+    3. pim_pretrain and audio_pretrain, in parallel: PIM on its detection / continuation /
+       generation curriculum; AIM with audio and no motion.
+    4. joint_finetune: both streams and the M2V aligner from those two checkpoints.
+    5. evaluate: generate on the held-out split; score model, untrained floor, ground truth.
+    6. register: a new MLflow model version; the gate decides whether it becomes `champion`.
+    7. deploy, only when the gate promoted: the champion behind a KServe InferenceService.
+
+    Training stages run in their task's pod (`train_task_gpus` GPUs) unless `train_num_nodes` > 1:
+    then each training task launches a Kubeflow Trainer TrainJob of that many nodes with
+    `train_gpus_per_node` GPUs each (runtime `trainer_runtime`, in `trainer_namespace`, inputs and
+    output staged under `trainjob_staging_uri`) and waits for it; set `train_task_gpus` to 0 then,
+    since the task itself only waits.
+    """
+    where = dict(parent_run_id=parent_run_id, num_nodes=train_num_nodes, gpus_per_node=train_gpus_per_node,
+                 trainer_runtime=trainer_runtime, trainer_namespace=trainer_namespace, trainer_image=IMAGE,
+                 trainjob_staging_uri=trainjob_staging_uri)
+
+    validated = validate_data(data_repo=data_repo, data_rev=data_rev, data_path=data_path)
+    dataset = validated.outputs["dataset"]
+    # The VAE trains on whole clips: batch 2 of 17 frames costs what 4 of 9 or 8 of 5 did.
+    vae = vae_pretrain(dataset=dataset, vae_weights_uri=vae_weights_uri, preset=preset, steps=vae_steps,
+                       batch_size=vae_batch_size, learning_rate=learning_rate, seed=seed, **where)
+    # PIM learns grounding from a larger batch at a higher rate than the other stages can afford
+    # (it is the cheapest stream: a few hundred tokens, no audio).
+    pim = pim_pretrain(dataset=dataset, vae=vae.outputs["vae"], curriculum=curriculum, preset=preset,
+                       steps=pim_steps, batch_size=pim_batch_size, learning_rate=pim_learning_rate, seed=seed,
+                       **where)
+    audio = audio_pretrain(dataset=dataset, vae=vae.outputs["vae"], preset=preset, steps=audio_steps,
+                           batch_size=batch_size, learning_rate=learning_rate, seed=seed, **where)
+    joint = joint_finetune(dataset=dataset, vae=vae.outputs["vae"], pim=pim.outputs["pim"],
+                           audio=audio.outputs["audio"], injection=injection, preset=preset, steps=joint_steps,
+                           batch_size=batch_size, learning_rate=learning_rate, seed=seed, **where)
+    scored = evaluate(dataset=dataset, model=joint.outputs["model"], split=eval_split, num_clips=eval_clips,
+                      steps=eval_steps, seed=seed, parent_run_id=parent_run_id)
+    registered = register(model=joint.outputs["model"], metrics_file=scored.outputs["metrics_file"],
+                          model_name=model_name, gate_metrics=gate_metrics, gate_margin=gate_margin,
+                          data_rev=validated.outputs["Output"], parent_run_id=parent_run_id,
+                          artifacts_destination=artifacts_destination)
+    # The registry and the cluster are state outside the pipeline: never reuse a cached answer.
+    registered.set_caching_options(False)
+
+    _with_cluster_settings(validated, "Validate data (DVC + Great Expectations)")
+    _with_cluster_settings(vae, "VAE pretrain", gpus=train_task_gpus)
+    _with_cluster_settings(pim, "PIM pretrain (curriculum)", gpus=train_task_gpus)
+    _with_cluster_settings(audio, "AIM audio pretrain", gpus=train_task_gpus)
+    _with_cluster_settings(joint, "Joint fine-tune", gpus=train_task_gpus)
+    _with_cluster_settings(scored, "Evaluate on held-out clips", gpus=1)
+    _with_cluster_settings(registered, "Register in MLflow (gate)")
+
+    with dsl.If(registered.outputs["Output"] != ""):  # the champion's URI, only when promoted
+        deployed = deploy(storage_uri=registered.outputs["Output"], endpoint_name=endpoint_name,
+                          namespace=endpoint_namespace, gpu=endpoint_gpus, apply=apply_deployment)
+        deployed.set_caching_options(False)
+        _with_cluster_settings(deployed, "Deploy the champion (KServe)")

@@ -1,0 +1,177 @@
+"""What the pipeline's steps do, one function per KFP component: each takes the component's
+artifacts (objects with `.path`, `.uri` and `.metadata`) and parameters, and calls the package.
+The components in `components.py` are one call each; the logic lives here, tested directly."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def validate_task(data_repo: str, data_rev: str, data_path: str, dataset, report, summary) -> str:
+    """Fetch the dataset at `data_rev` into `dataset`, validate it, write the report and the summary
+    metrics; returns the resolved revision. A dataset with failures fails the task, each named."""
+    from interactavatar.data.validation import validate, write_reports
+    from interactavatar.data.versioning import fetch_dataset
+
+    revision = fetch_dataset(data_repo, data_rev, data_path, dataset.path)
+    result = validate(dataset.path)
+    write_reports(result, report.path)
+    summary.log_metric("clips", result.num_clips)
+    summary.log_metric("failures", len(result.failures))
+    dataset.metadata.update({"data_rev": revision, "data_repo": data_repo, "data_path": data_path})
+    if not result.success:
+        for failure in result.failures:
+            print(f"{failure.path}: {failure.check}: {failure.reason}", file=sys.stderr)
+        raise ValueError(f"{data_repo}@{revision}:{data_path}: {len(result.failures)} validation failure(s)")
+    return revision
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The parameters every training component takes: the stage's budget and optimiser, its MLflow
+    parent run, and where it trains (`num_nodes` 1: in the task's pod; more: a Kubeflow Trainer
+    TrainJob of that many nodes of `gpus_per_node` GPUs, runtime `trainer_runtime` in
+    `trainer_namespace`, image `trainer_image`, inputs and output staged under `trainjob_staging_uri`)."""
+
+    preset: str
+    steps: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    parent_run_id: str
+    num_nodes: int
+    gpus_per_node: int
+    trainer_runtime: str
+    trainer_namespace: str
+    trainer_image: str
+    trainjob_staging_uri: str
+
+
+def train_task(stage: str, dataset, output, settings: TrainingSettings, inputs: dict | None = None,
+               curriculum: str | None = None, injection: str | None = None) -> None:
+    """Train `stage` on `dataset` into the `output` model artifact, from the `inputs` model artifacts
+    the stage needs (by name: vae, pim, audio). The output folder holds the checkpoints too, so a
+    retried task on the same artifact path resumes instead of starting over."""
+    from interactavatar.cluster.trainjob import TrainJobSettings
+    from interactavatar.train.curriculum import Curriculum
+    from interactavatar.train.engine import EngineConfig
+    from interactavatar.train.stages import StageSpec
+
+    options = {name: Path(artifact.path) for name, artifact in (inputs or {}).items()}
+    if curriculum is not None:
+        options["curriculum"] = Curriculum.parse(curriculum)
+    if injection is not None:
+        options["injection"] = injection
+    data_rev = dataset.metadata.get("data_rev")
+    spec = StageSpec(stage=stage, preset=settings.preset, data=Path(dataset.path), out=Path(output.path),
+                     steps=settings.steps, seed=settings.seed, data_rev=data_rev,
+                     engine=EngineConfig(micro_batch_size=settings.batch_size, learning_rate=settings.learning_rate),
+                     parent_run_id=settings.parent_run_id or None, **options)
+    nodes = TrainJobSettings(num_nodes=settings.num_nodes, gpus_per_node=settings.gpus_per_node,
+                             runtime=settings.trainer_runtime, namespace=settings.trainer_namespace,
+                             image=settings.trainer_image, staging_uri=settings.trainjob_staging_uri)
+    train_stage(spec, nodes, output_uri=output.uri)
+    output.metadata["data_rev"] = data_rev or ""
+
+
+def vae_task(dataset, vae, settings: TrainingSettings, vae_weights_uri: str) -> None:
+    """Train the VAE, or take pretrained weights from `vae_weights_uri` (s3:// or a folder)."""
+    if not vae_weights_uri:
+        train_task("vae", dataset, vae, settings)
+        return
+    if vae_weights_uri.startswith("s3://"):
+        from interactavatar.io.storage import client, download_folder
+
+        download_folder(client(), vae_weights_uri, vae.path)
+    else:
+        shutil.copytree(vae_weights_uri, vae.path, dirs_exist_ok=True)
+    vae.metadata["source"] = vae_weights_uri
+
+
+def train_stage(spec, nodes, output_uri: str) -> Path:
+    """Train the stage `spec` (a `train.stages.StageSpec`) in this process when `nodes` (a
+    `trainjob.TrainJobSettings`) asks for one node, else as a Kubeflow Trainer TrainJob on
+    `nodes.num_nodes` nodes. `output_uri` is the calling task's output artifact URI (it names
+    the job). Either way the model directory ends up in `spec.out`."""
+    if nodes.num_nodes == 1:
+        from interactavatar.train.stages import run_stage
+
+        return run_stage(spec)
+    from interactavatar.cluster.trainjob import run_stage_as_train_job
+
+    return run_stage_as_train_job(spec, nodes, output_uri)
+
+
+
+def evaluate_task(dataset, model, split: str, num_clips: int, steps: int, seed: int, parent_run_id: str,
+                  metrics, metrics_file, report) -> None:
+    """Score the model on `split` (0 clips or steps: all clips, the preset's steps) into the
+    metrics.json and report artifacts, and log the model's metrics for the KFP UI."""
+    import tempfile
+
+    from interactavatar.evaluate.run import METRICS_FILE, REPORT_FILE, EvaluationSettings, evaluate
+
+    with tempfile.TemporaryDirectory() as out:
+        result = evaluate(EvaluationSettings(
+            model_dir=Path(model.path), data_dir=Path(dataset.path), out_dir=Path(out), split=split,
+            num_clips=num_clips or None, steps=steps or None, seed=seed, parent_run_id=parent_run_id or None))
+        shutil.copyfile(Path(out) / METRICS_FILE, metrics_file.path)
+        shutil.copyfile(Path(out) / REPORT_FILE, report.path)
+    for name, value in result["model"].items():
+        if isinstance(value, (int, float)):
+            metrics.log_metric(name, value)
+
+
+def register_task(model, metrics_file, model_name: str, gate_metrics: str, gate_margin: float, data_rev: str,
+                  parent_run_id: str, artifacts_destination: str, registration) -> str:
+    """Register the model with its lineage; returns the champion's storage URI when the gate promoted
+    it, else "" (the deploy condition)."""
+    import json
+    from dataclasses import asdict
+
+    from interactavatar.registry.gate import Gate
+    from interactavatar.registry.mlflow import lineage_tags, register, resolve
+
+    tags = lineage_tags(model.path, data_rev=data_rev, pipeline_run_id=parent_run_id)
+    result = register(model.path, metrics_file.path, model_name, Gate.parse(gate_metrics, gate_margin), tags)
+    uri = resolve(f"models:/{model_name}@champion", artifacts_destination=artifacts_destination or None)
+    Path(registration.path).write_text(json.dumps({**asdict(result), "storage_uri": uri, **tags}, indent=1))
+    registration.metadata.update(version=result.version, promoted=result.promoted, storage_uri=uri)
+    return uri if result.promoted else ""
+
+
+def deploy(storage_uri: str, name: str, namespace: str, manifest_path: str | Path, apply: bool,
+           gpu: int = 1) -> str:
+    """Write the InferenceService for `storage_uri`; with `apply`, create it in the cluster or patch
+    it in place (a rollout, not a delete-and-create: the old predictor serves until the new is
+    ready). Returns "created", "patched", "written", or "not deployable" for a model that is not
+    on S3 (a run on a bare MLflow store, with no cluster to deploy to anyway)."""
+    from interactavatar.serve.isvc import build_inference_service, render_manifest
+
+    if not storage_uri.startswith("s3://") and not apply:
+        Path(manifest_path).write_text(f"# not deployable: {storage_uri} is not an s3:// URI\n")
+        return "not deployable"
+
+    isvc = build_inference_service(name=name, namespace=namespace, storage_uri=storage_uri, gpu=gpu)
+    Path(manifest_path).write_text(render_manifest(isvc))
+    if not apply:
+        return "written"
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from interactavatar.cluster.k8s import custom_objects_api
+
+    api = custom_objects_api()
+    body = client.ApiClient().sanitize_for_serialization(isvc)
+    group, version = "serving.kserve.io", "v1beta1"
+    try:
+        api.create_namespaced_custom_object(group, version, namespace, "inferenceservices", body)
+        return "created"
+    except ApiException as err:
+        if err.status != 409:
+            raise
+    api.patch_namespaced_custom_object(group, version, namespace, "inferenceservices", name, body)
+    return "patched"

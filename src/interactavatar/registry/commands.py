@@ -1,0 +1,64 @@
+"""`interactavatar register` and `interactavatar registry rollback|resolve`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from interactavatar.config import DEFAULT_GATE, MODEL_NAME
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    register = subparsers.add_parser("register", help="register an evaluated model; the gate decides the champion")
+    register.add_argument("--model", required=True, type=Path, help="model directory")
+    register.add_argument("--metrics", required=True, type=Path, help="metrics.json from `interactavatar evaluate`")
+    register.add_argument("--name", default=MODEL_NAME)
+    register.add_argument("--gate", default=DEFAULT_GATE, help="NAME:max|min,... metrics the new version must beat")
+    register.add_argument("--margin", type=float, default=0.0, help="absolute improvement needed on every gate metric")
+    register.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                          help="lineage tags (data_rev, dataset_hash, training run ids)")
+    register.set_defaults(func=run_register)
+
+    registry = subparsers.add_parser("registry", help="inspect and steer the model registry")
+    commands = registry.add_subparsers(dest="registry_command", required=True)
+    rollback = commands.add_parser("rollback", help="retire the champion and restore the previous one")
+    rollback.add_argument("--name", default=MODEL_NAME)
+    rollback.add_argument("--gate", default=DEFAULT_GATE)
+    rollback.add_argument("--margin", type=float, default=0.0)
+    rollback.set_defaults(func=run_rollback)
+    resolve = commands.add_parser("resolve", help="models:/NAME@ALIAS -> the artifact URI (s3://...)")
+    resolve.add_argument("uri")
+    resolve.set_defaults(func=run_resolve)
+
+
+def _tags(pairs: list[str]) -> dict[str, str]:
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise ValueError(f"--tag {bad[0]!r}: expected KEY=VALUE")
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def run_register(args: argparse.Namespace) -> int:
+    from interactavatar.registry.gate import Gate
+    from interactavatar.registry.mlflow import register
+
+    result = register(args.model, args.metrics, args.name, Gate.parse(args.gate, args.margin), _tags(args.tag))
+    print(json.dumps(asdict(result)))
+    return 0
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    from interactavatar.registry.gate import Gate
+    from interactavatar.registry.mlflow import rollback
+
+    print(json.dumps({"champion": rollback(args.name, Gate.parse(args.gate, args.margin))}))
+    return 0
+
+
+def run_resolve(args: argparse.Namespace) -> int:
+    from interactavatar.registry.mlflow import resolve
+
+    print(resolve(args.uri))
+    return 0
