@@ -61,7 +61,7 @@ def _step(model: torch.nn.Module, forward, target: torch.Tensor) -> torch.Tensor
 def bench_size(name: str, cfg: StreamConfig, batch: int, frames: int, side: int, repeats: int) -> dict:
     """One table row: sizes, parameter counts, finiteness, median times and ratios."""
     torch.manual_seed(0)
-    ours = DiTStream(cfg, LATENT_CHANNELS, TEXT_DIM).train()
+    ours = DiTStream(cfg, LATENT_CHANNELS, TEXT_DIM, text_len=TEXT_TOKENS).train()
     # Wan zero-initialises the head; random head weights keep the backward pass non-trivial.
     torch.nn.init.normal_(ours.head.proj.weight, std=0.02)
     theirs = build_wan(cfg, LATENT_CHANNELS, TEXT_DIM).train()

@@ -29,7 +29,6 @@ def _batch(cfg, batch: int, generator: torch.Generator) -> dict:
         "motion": torch.randn(batch, cz, frames, *side, generator=generator),
         "motion_reference": torch.randn(batch, cz, 1, *side, generator=generator),
         "text": torch.randn(batch, cfg.text.max_tokens, cfg.text.dim, generator=generator),
-        "text_mask": torch.ones(batch, cfg.text.max_tokens, dtype=torch.bool),
     }
 
 

@@ -44,10 +44,30 @@ class StreamConfig:
         return self.dim // self.num_heads
 
 
+# The VAE kinds: our causal VAE (model/vae.py, trained by the vae stage) and the release's Wan2.2
+# VAE (model/wan_vae.py: diffusers' AutoencoderKLWan).
+VAE_KINDS = ("causal", "wan")
+# The Wan2.2 VAE's per-channel latent statistics (the release's `Wan2_2_VAE`, 48 channels).
+WAN22_LATENT_MEAN = (
+    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557, -0.1382, 0.0542, 0.2813, 0.0891,
+    0.1570, -0.0098, 0.0375, -0.1825, -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+    -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230, -0.0313, -0.1649, 0.0117, 0.0723,
+    -0.2839, -0.2083, -0.0520, 0.3748, 0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
+)
+WAN22_LATENT_STD = (
+    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013, 0.8158, 1.0344, 0.5894, 1.0901,
+    0.6885, 0.6165, 0.8454, 0.4978, 0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093, 0.5709, 0.6065, 0.6415, 0.4944,
+    0.5726, 1.2042, 0.5458, 1.6887, 0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
+)
+
+
 @dataclass
 class VAEConfig:
-    """Causal 3D conv VAE shared by video, motion video and reference image."""
+    """The 3D VAE shared by video, motion video and reference image. kind (one of VAE_KINDS):
+    "causal", our causal conv VAE; "wan", the release's Wan2.2 VAE (diffusers' AutoencoderKLWan)."""
 
+    kind: str = "causal"
     latent_channels: int = 48
     base_channels: int = 128
     channel_multipliers: tuple[int, ...] = (1, 2, 4, 4)
@@ -55,8 +75,25 @@ class VAEConfig:
     temporal_downsample_levels: tuple[int, ...] = (1, 2)
     # Pixel patchify before the first conv (as in Wan2.2's VAE): a cheap first 2x of space.
     patch_size: int = 2
-    latent_mean: float = 0.0
-    latent_std: float = 1.0
+    # Latents are stored as (mean - latent_mean) / latent_std: one number ("causal"), or one per
+    # latent channel ("wan" also takes per-channel tuples, as the Wan2.2 VAE's 48 values).
+    latent_mean: float | tuple[float, ...] = 0.0
+    latent_std: float | tuple[float, ...] = 1.0
+    # "wan" only: the decoder's base width (None: base_channels; the release's is 256, since it
+    # never passes its own) and residual blocks per encoder level (the decoder has one more).
+    decoder_base_channels: int | None = None
+    num_res_blocks: int = 2
+
+    def __post_init__(self) -> None:
+        if self.kind not in VAE_KINDS:
+            raise ValueError(f"vae: kind={self.kind!r}, expected one of {VAE_KINDS}")
+        for name in ("latent_mean", "latent_std"):
+            value = getattr(self, name)
+            if isinstance(value, (tuple, list)):
+                if self.kind != "wan":
+                    raise ValueError(f"vae: per-channel {name} needs kind 'wan' (kind {self.kind!r} takes one number)")
+                if len(value) != self.latent_channels:
+                    raise ValueError(f"vae: {name} has {len(value)} values for {self.latent_channels} latent channels")
 
     @property
     def spatial_compression(self) -> int:
@@ -69,10 +106,11 @@ class VAEConfig:
 
 @dataclass
 class TextConfig:
-    """Frozen text encoder. kind: "t5" (umT5 from `path`), "minilm" (the packaged
-    all-MiniLM-L6-v2), or "random" (a tiny random T5 for tests, saved into the model dir)."""
+    """Frozen text encoder. kind: "umt5" (umT5 from `path`, transformers' UMT5EncoderModel layout),
+    "minilm" (the packaged all-MiniLM-L6-v2), or "random" (a tiny random umT5 for tests, saved into
+    the model dir)."""
 
-    kind: str = "t5"
+    kind: str = "umt5"
     path: str | None = None
     dim: int = 4096
     max_tokens: int = 512
@@ -90,8 +128,14 @@ class AudioConfig:
     window: int = 5
     tokens_per_frame: int = 32
     projection_dim: int = 512
+    # Width of each audio token (the release's output_dim); None: feature_dim, as in the release.
+    token_width: int | None = None
     sample_rate: int = 16000
     fps: int = 25
+
+    @property
+    def token_dim(self) -> int:
+        return self.token_width or self.feature_dim
 
 
 @dataclass
@@ -111,8 +155,8 @@ class InteractAvatarConfig:
     text: TextConfig = field(default_factory=TextConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    video_size: tuple[int, int] = (704, 1280)  # (height, width)
-    motion_size: tuple[int, int] = (256, 448)
+    video_size: tuple[int, int] = (704, 1408)  # (height, width)
+    motion_size: tuple[int, int] = (256, 512)
     num_frames: int = 81
     injection: str = "residual"  # one of INJECTIONS
     gradient_checkpointing: bool = False
@@ -231,13 +275,17 @@ def _paper() -> InteractAvatarConfig:
         name="paper",
         pim=stream,
         aim=dataclasses.replace(stream),
-        vae=VAEConfig(latent_channels=48, base_channels=160, channel_multipliers=(1, 2, 4, 4),
-                      temporal_downsample_levels=(1, 2), patch_size=2),
-        text=TextConfig(kind="t5", dim=4096, max_tokens=512),
+        # The release's Wan2.2 VAE (TI2V-5B): 705M parameters, 48 channels, 16x space, 4x time.
+        vae=VAEConfig(kind="wan", latent_channels=48, base_channels=160, decoder_base_channels=256,
+                      channel_multipliers=(1, 2, 4, 4), temporal_downsample_levels=(1, 2), patch_size=2,
+                      num_res_blocks=2, latent_mean=WAN22_LATENT_MEAN, latent_std=WAN22_LATENT_STD),
+        text=TextConfig(kind="umt5", dim=4096, max_tokens=512),
         audio=AudioConfig(kind="wav2vec2"),
-        video_size=(704, 1280),
-        motion_size=(256, 448),
-        num_frames=81,
+        # Sizes the release runs (16:9): the motion image's long side rounded to a multiple of 128,
+        # the video 2.75x the motion on both axes, so the token grids keep the aligner's exact 2.75.
+        video_size=(704, 1408),
+        motion_size=(256, 512),
+        num_frames=101,
     )
 
 

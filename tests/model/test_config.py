@@ -52,7 +52,7 @@ def test_streams_must_pair_layer_for_layer():
 @pytest.mark.parametrize(("name", "latent_grid", "token_grid", "latent_frames"), [
     ("tiny", (8, 8), (4, 4), 2),  # 64x64 video, 8x VAE, 2x2 patches; 5 frames
     ("demo", (16, 16), (8, 8), 5),  # 128x128, 8x, 2x2; 17 frames
-    ("paper", (44, 80), (22, 40), 21),  # 704x1280, 16x, 2x2; 81 frames
+    ("paper", (44, 88), (22, 44), 26),  # 704x1408, 16x, 2x2; 101 frames
 ])
 def test_latent_and_token_grids(name, latent_grid, token_grid, latent_frames):
     cfg = preset(name)

@@ -16,7 +16,8 @@ def test_our_stream_computes_what_diffusers_wan_computes():
     both networks give the same velocity: the DiT benchmark compares one function twice."""
     torch.manual_seed(0)
     cfg = StreamConfig(dim=64, num_layers=2, num_heads=2, ffn_dim=128, freq_dim=32)
-    ours = DiTStream(cfg, latent_channels=16, text_dim=48).eval()
+    # text_len = the rows given: diffusers attends the text as given, with no padding.
+    ours = DiTStream(cfg, latent_channels=16, text_dim=48, text_len=5).eval()
     torch.nn.init.normal_(ours.head.proj.weight, std=0.1)
     theirs = build_wan(cfg, 16, 48).eval()
     theirs.load_state_dict(to_wan_state_dict(ours), strict=True)

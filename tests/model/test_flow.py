@@ -39,8 +39,8 @@ def test_loss_matches_a_hand_computation():
 def conditioning(cfg, inputs, batch=1):
     return Conditioning(
         text=inputs["text"][:batch],
-        video_reference=inputs["video"].reference[:batch],
-        motion_reference=inputs["motion"].reference[:batch],
+        video_reference=inputs["video"].back[:batch],
+        motion_reference=inputs["motion"].back[:batch],
         audio_windows=inputs["audio_windows"][:batch],
         face_mask=inputs["face_mask"][:batch],
     )
@@ -84,7 +84,7 @@ def test_unit_guidance_scales_reduce_to_the_conditional_model(tiny_cfg, tiny_mod
     for sigma, next_sigma in zip(sigmas[:-1], sigmas[1:], strict=True):
         t = torch.full((1, tiny_cfg.latent_frames), 1000 * sigma)
         with torch.no_grad():
-            dv, dm = tiny_model(cond.text, None, Noisy(v, cond.video_reference, t), Noisy(m, cond.motion_reference, t),
+            dv, dm = tiny_model(cond.text, Noisy(v, cond.video_reference, t), Noisy(m, cond.motion_reference, t),
                                 cond.audio_windows, cond.face_mask)
         v, m = v + (next_sigma - sigma) * dv, m + (next_sigma - sigma) * dm
     torch.testing.assert_close(video, v, rtol=1e-4, atol=1e-5)

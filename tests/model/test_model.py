@@ -92,8 +92,10 @@ def test_audio_of_latent_frame_k_reaches_only_frame_k_tokens(tiny_cfg, tiny_mode
             touched = (delta > 0).nonzero().flatten()
             assert touched.min() >= k * per_frame and touched.max() < (k + 1) * per_frame
             assert len(touched) == per_frame
-        # the reference frame's tokens never receive audio
-        assert base[:, frames * per_frame :].abs().sum() == 0
+        # The back frame's tokens attend to all-zero audio tokens, as in the release: each gets the
+        # same constant, whatever the audio.
+        back = base[:, frames * per_frame :]
+        assert back.abs().sum() > 0 and torch.equal(back, back[:, :1].expand_as(back))
 
 
 def test_audio_projection_groups_video_frames_into_latent_frames(tiny_cfg, tiny_model):
@@ -186,6 +188,38 @@ def test_bf16_autocast_forward_is_finite(tiny_cfg, tiny_model):
 def test_motion_and_video_frame_counts_must_match(tiny_cfg, tiny_model):
     inputs = make_inputs(tiny_cfg)
     motion = inputs["motion"]
-    short = Noisy(motion.latents[:, :, :1], motion.reference, motion.timesteps[:, :1])
+    short = Noisy(motion.latents[:, :, :1], motion.back, motion.timesteps[:, :1])
     with pytest.raises(ValueError, match="latent frames"):
         tiny_model(**{**inputs, "motion": short})
+
+
+def test_aim_never_sees_the_last_pim_blocks_residual(tiny_cfg):
+    """The release's timing: AIM block i gets PIM block i-1's residual, so the last PIM block
+    changes the motion but not the video."""
+    model = randomize_heads(InteractAvatar(tiny_cfg))
+    for projection in model.aligner.projections:
+        projection.weight.data.normal_(std=0.1)
+    inputs = make_inputs(tiny_cfg)
+    with torch.no_grad():
+        video, motion = model(**inputs)
+        for parameter in model.pim.blocks[-1].parameters():
+            parameter.add_(torch.randn_like(parameter))
+        changed_video, changed_motion = model(**inputs)
+        assert torch.equal(video, changed_video)
+        assert not torch.allclose(motion, changed_motion)
+        for parameter in model.pim.blocks[-2].parameters():
+            parameter.add_(torch.randn_like(parameter))
+        assert not torch.allclose(video, model(**inputs)[0])
+
+
+def test_skipped_block_is_skipped_by_both_streams(tiny_cfg):
+    model = randomize_heads(InteractAvatar(tiny_cfg))
+    inputs = make_inputs(tiny_cfg)
+    with torch.no_grad():
+        skipped = model(**inputs, skip_block=0)
+        for stream in (model.aim, model.pim):
+            for parameter in stream.blocks[0].parameters():
+                parameter.add_(torch.randn_like(parameter))
+        again = model(**inputs, skip_block=0)
+        assert all(torch.equal(a, b) for a, b in zip(skipped, again, strict=True))
+        assert not torch.allclose(skipped[0], model(**inputs)[0])

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyloudnorm
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -20,11 +19,9 @@ from torch.utils.data import Dataset
 from interactavatar.config import InteractAvatarConfig
 from interactavatar.data.render import render_clip
 from interactavatar.data.schema import ClipMeta, read_manifest, read_meta
-from interactavatar.io.media import read_audio, read_video
+from interactavatar.io.media import normalize_loudness, read_audio, read_video
 
 CURRICULUM_TASKS = ("detection", "continuation", "generation")
-TARGET_LUFS = -23.0
-SILENCE_LUFS = -70.0
 
 
 @dataclass(frozen=True)
@@ -166,23 +163,12 @@ class ClipDataset(Dataset):
     def _audio(self, clip_dir: Path, meta: ClipMeta, offset: float, seconds: float) -> torch.Tensor:
         rate = self.config.audio.sample_rate
         samples = read_audio(clip_dir / (meta.audio or meta.video), rate)
-        samples = loudness_normalised(samples, rate)
+        samples = normalize_loudness(samples, rate)  # as inference prepares speech: one rule
         first, length = int(round(offset * rate)), int(round(seconds * rate))
         out = np.zeros(length, np.float32)
         piece = samples[first: first + length]
         out[: len(piece)] = piece
         return torch.from_numpy(out)
-
-
-def loudness_normalised(samples: np.ndarray, rate: int) -> np.ndarray:
-    """-23 LUFS, as the release prepares speech; near-silence and clips too short to measure
-    (under pyloudnorm's 0.4 s block) are left as they are."""
-    if len(samples) < 0.4 * rate:
-        return samples
-    loudness = pyloudnorm.Meter(rate).integrated_loudness(samples.astype(np.float64))
-    if not np.isfinite(loudness) or loudness < SILENCE_LUFS:
-        return samples
-    return np.clip(pyloudnorm.normalize.loudness(samples, loudness, TARGET_LUFS), -1, 1).astype(np.float32)
 
 
 def face_mask(face: np.ndarray, config: InteractAvatarConfig) -> torch.Tensor:

@@ -110,7 +110,7 @@ class InteractAvatarPipeline:
         latent_frames = cfg.latent_frames_for(frames)
         speech = fit_to_frames(audio, frames, audio_cfg.fps, audio_cfg.sample_rate)
 
-        text_features, text_mask = bundle.text_encoder([text])
+        text_features = bundle.text_encoder([text])[0]
         waveform = torch.from_numpy(speech).to(device)
         audio_windows = window_features(bundle.audio_encoder(waveform, frames), audio_cfg.window)[None]
         video_reference = bundle.vae.encode(to_pixels(resize_and_crop(image, cfg.video_size)[None], device))
@@ -127,7 +127,7 @@ class InteractAvatarPipeline:
         start = time.perf_counter()
         video_latents, motion_latents = sample(
             bundle.model,
-            Conditioning(text_features, text_mask, video_reference, motion_reference, audio_windows, face_mask,
+            Conditioning(text_features, video_reference, motion_reference, audio_windows, face_mask,
                          driving_motion),
             mode=mode,
             latent_frames=latent_frames,

@@ -7,6 +7,7 @@ under its final name.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from math import gcd
@@ -24,7 +25,7 @@ from scipy.signal import resample_poly
 from interactavatar.io.files import atomic_path
 
 TARGET_LOUDNESS_LUFS = -23.0
-SILENCE_RMS = 1e-4
+LOUDNESS_LIMIT_LU = 100.0  # the release leaves audio measured beyond +-100 as it is
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -54,17 +55,21 @@ def resize_and_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def normalize_loudness(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
-    """To -23 LUFS as the release does; near-silence (and clips too short to measure) pass as is."""
-    if waveform.size == 0 or np.sqrt(np.mean(waveform**2)) < SILENCE_RMS:
-        return waveform
+    """To -23 LUFS as the release does (its `loudness_norm`): the integrated loudness measured by a
+    pyloudnorm meter on the waveform as given; when its magnitude exceeds 100 LU (silence measures
+    -inf) the audio passes unchanged, otherwise it is scaled by the gain, without clipping. Float32
+    out, the dtype wav2vec2's feature extractor reads it in. Clips shorter than the meter's block,
+    which the release cannot measure (pyloudnorm raises), pass unchanged too."""
     meter = pyloudnorm.Meter(sample_rate)
     if waveform.size < meter.block_size * sample_rate:
-        return waveform
+        return waveform.astype(np.float32)
     loudness = meter.integrated_loudness(waveform)
-    if not np.isfinite(loudness):
-        return waveform
-    normalised = pyloudnorm.normalize.loudness(waveform, loudness, TARGET_LOUDNESS_LUFS)
-    return np.clip(normalised, -1.0, 1.0).astype(np.float32)
+    if abs(loudness) > LOUDNESS_LIMIT_LU:
+        return waveform.astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Possible clipped samples", UserWarning)
+        normalised = pyloudnorm.normalize.loudness(waveform, loudness, TARGET_LOUDNESS_LUFS)
+    return normalised.astype(np.float32)
 
 
 def load_speech(path: str | Path, sample_rate: int = 16000) -> np.ndarray:

@@ -2,7 +2,7 @@
 
     config.yaml            InteractAvatarConfig
     model.safetensors      PIM, AIM (with audio attention and projection) and the aligner
-    vae/                   config.yaml + model.safetensors of the causal VAE
+    vae/                   config.yaml + model.safetensors of the VAE (its kind: ours, or the Wan2.2 VAE)
     text_encoder/          only for encoders not loadable by path (the tiny random one)
     audio_encoder/         likewise (wav2vec2 is random on machines without its weights)
 """
@@ -11,24 +11,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load_file
 
 from interactavatar.config import InteractAvatarConfig, preset
 from interactavatar.io.files import atomic_directory
 from interactavatar.model.audio import AudioEncoder
 from interactavatar.model.interact_avatar import InteractAvatar
 from interactavatar.model.text import TextEncoder
-from interactavatar.model.vae import CausalVAE
-from interactavatar.model.weights import save_config_and_weights
+from interactavatar.model.vae import CausalVAE, build_vae, load_vae
+from interactavatar.model.weights import read_model_weights, save_config_and_weights
+
+if TYPE_CHECKING:
+    from interactavatar.model.wan_vae import WanVAE
 
 
 @dataclass
 class ModelBundle:
     cfg: InteractAvatarConfig
     model: InteractAvatar
-    vae: CausalVAE
+    vae: CausalVAE | WanVAE
     text_encoder: TextEncoder
     audio_encoder: AudioEncoder
 
@@ -44,7 +47,7 @@ def build_bundle(cfg: InteractAvatarConfig, seed: int = 0) -> ModelBundle:
     same frozen features."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model, vae = InteractAvatar(cfg), CausalVAE(cfg.vae)
+        model, vae = InteractAvatar(cfg), build_vae(cfg.vae)
     return ModelBundle(
         cfg, model, vae, TextEncoder.from_config(cfg.text), AudioEncoder.from_config(cfg.audio)
     )
@@ -60,7 +63,10 @@ def write_model_files(bundle: ModelBundle, directory: str | Path) -> None:
     with atomic_directory(directory / "vae") as staging:
         bundle.vae.save_pretrained(staging)
     for kind, name, encoder in (("text", "text_encoder", bundle.text_encoder), ("audio", "audio_encoder", bundle.audio_encoder)):
-        if getattr(bundle.cfg, kind).kind == "random":
+        # An encoder not loadable from a path of its config (random, or imported into a model
+        # directory) travels with the model.
+        if getattr(bundle.cfg, kind).kind == "random" or (getattr(bundle.cfg, kind).path is None
+                                                          and getattr(bundle.cfg, kind).kind != "minilm"):
             with atomic_directory(directory / name) as staging:
                 encoder.save(staging)
     save_config_and_weights(directory, bundle.cfg, bundle.model.state_dict())
@@ -79,17 +85,15 @@ def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> Mo
         raise FileNotFoundError(f"{directory}: not a model directory (config.yaml missing)")
     cfg = InteractAvatarConfig.load(directory / "config.yaml")
     model = InteractAvatar(cfg)
-    weights = directory / "model.safetensors"
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: model weights not found")
-    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    missing, unexpected = model.load_state_dict(read_model_weights(directory), strict=False)
     if missing or unexpected:
-        raise ValueError(f"{weights}: weights do not match config.yaml (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ValueError(f"{directory}: weights do not match config.yaml (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
     text_dir, audio_dir = directory / "text_encoder", directory / "audio_encoder"
     bundle = ModelBundle(
         cfg,
         model.eval(),
-        CausalVAE.from_pretrained(directory / "vae").eval(),
+        load_vae(directory / "vae").eval(),
         TextEncoder.from_config(cfg.text, path=text_dir if text_dir.is_dir() else None),
         AudioEncoder.from_config(cfg.audio, path=audio_dir if audio_dir.is_dir() else None),
     )

@@ -64,13 +64,13 @@ def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
 
 
-def grid_positions(frames: int, height: int, width: int, ref_frames: int, device=None) -> torch.Tensor:
-    """Token positions [L, 3] for `frames` video frames followed by `ref_frames` reference frames.
+def grid_positions(frames: int, height: int, width: int, back_frames: int, device=None) -> torch.Tensor:
+    """Token positions [L, 3] for `frames` frames followed by `back_frames` back-appended frames.
 
-    Video frame f has temporal index f; every reference frame has temporal index -1 (it sits
-    "before" the clip), with the usual height/width positions.
+    Frame f has temporal index f; every back-appended frame has temporal index -1 (it sits
+    "before" the clip, as the release places it), with the usual height/width positions.
     """
-    t = torch.cat([torch.arange(frames), torch.full((ref_frames,), -1)]).to(device)
+    t = torch.cat([torch.arange(frames), torch.full((back_frames,), -1)]).to(device)
     hh, ww = torch.arange(height, device=device), torch.arange(width, device=device)
     grid = torch.stack(torch.meshgrid(t, hh, ww, indexing="ij"), dim=-1)
     return grid.reshape(-1, 3)
@@ -106,26 +106,23 @@ def qk_rms_norm(qk: torch.Tensor, norm_q: RMSNorm, norm_k: RMSNorm) -> torch.Ten
 
 
 class CrossAttention(nn.Module):
-    """Attention from tokens to a context (text, or one latent frame's audio tokens)."""
+    """Attention from tokens to the text context, every context position attended (no mask: the
+    release zero-pads the features to `text_len` and lets the zeros take part)."""
 
-    def __init__(self, dim: int, num_heads: int, context_dim: int | None = None, eps: float = 1e-6):
+    def __init__(self, dim: int, num_heads: int, eps: float = 1e-6):
         super().__init__()
         self.num_heads = num_heads
-        context_dim = context_dim or dim
-        self.q, self.o = nn.Linear(dim, dim), nn.Linear(dim, dim)
-        self.k, self.v = nn.Linear(context_dim, dim), nn.Linear(context_dim, dim)
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.norm_q, self.norm_k = RMSNorm(dim, eps), RMSNorm(dim, eps)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [B, L, C], context: [B, S, Cc], context_mask: [B, S] bool (True = attend) -> [B, L, C]."""
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, C], context: [B, S, C] -> [B, L, C]."""
         split = lambda t: rearrange(t, "b l (n d) -> b n l d", n=self.num_heads)  # noqa: E731
         q = split(self.norm_q(self.q(x)))
         # k and v in one projection of the context, as in SelfAttention
         k, v = F.linear(context, torch.cat([self.k.weight, self.v.weight]),
                         torch.cat([self.k.bias, self.v.bias])).chunk(2, dim=-1)
-        k, v = split(self.norm_k(k)), split(v)
-        mask = None if context_mask is None else context_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = F.scaled_dot_product_attention(q, split(self.norm_k(k)), split(v))
         return self.o(rearrange(out, "b n l d -> b l (n d)"))
 
 
@@ -140,20 +137,20 @@ class DiTBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps, elementwise_affine=False)
         self.self_attn = SelfAttention(dim, num_heads, eps)
         self.norm3 = nn.LayerNorm(dim, eps, elementwise_affine=True)
-        self.cross_attn = CrossAttention(dim, num_heads, eps=eps)
+        self.cross_attn = CrossAttention(dim, num_heads, eps)
         self.norm2 = nn.LayerNorm(dim, eps, elementwise_affine=False)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 1, 6, dim) / dim**0.5)
 
-    def forward(self, x, time_mod, rotation, context, context_mask=None, extra=None):
+    def forward(self, x, time_mod, rotation, context, extra=None):
         """x: [B, L, C] frame-major tokens; time_mod: [B, Fr, 6, C], one modulation per frame
-        (per-token timesteps are constant within a frame: the reference and clean frames sit at 0);
+        (per-token timesteps are constant within a frame: the prefix and back frames sit at 0);
         rotation: [L, D/2] complex RoPE; context: [B, S, C]; extra: callable(x) -> [B, L, C]
         residual, or None."""
         mod = (self.modulation + time_mod).unsqueeze(2)
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = mod.unbind(dim=3)
         x = gated_add(x, self.self_attn(modulate(self.norm1(x), shift_a, scale_a), rotation), gate_a)
-        x = x + self.cross_attn(self.norm3(x), context, context_mask)
+        x = x + self.cross_attn(self.norm3(x), context)
         if extra is not None:
             x = x + extra(x)
         return gated_add(x, self.ffn(modulate(self.norm2(x), shift_f, scale_f)), gate_f)

@@ -2,11 +2,15 @@
 
 Frames: 1 + 4k in, 1 + k latent frames out (the first frame is encoded on its own, so a single
 image is a one-frame video). Space: `patch_size` pixel-unshuffle then one 2x per downsampling stage.
+
+`build_vae` / `load_vae` give the class a config's `kind` names: this one ("causal"), or the
+release's Wan2.2 VAE ("wan", model/wan_vae.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +20,9 @@ from torch import nn
 
 from interactavatar.config import VAEConfig
 from interactavatar.model.weights import load_dataclass, save_config_and_weights
+
+if TYPE_CHECKING:  # the Wan2.2 VAE needs diffusers: imported only when a config asks for it
+    from interactavatar.model.wan_vae import WanVAE
 
 
 class CausalConv3d(nn.Conv3d):
@@ -84,9 +91,21 @@ class Upsample(nn.Module):
         return self.spatial(x)
 
 
+def check_pixels(cfg: VAEConfig, pixels: torch.Tensor) -> None:
+    """Refuse a video [B, 3, T, H, W] whose frames or sides the VAE cannot compress, naming why."""
+    frames, height, width = pixels.shape[2:]
+    tc, sc = cfg.temporal_compression, cfg.spatial_compression
+    if (frames - 1) % tc or height % sc or width % sc:
+        raise ValueError(
+            f"vae: input of {frames} frames at {height}x{width}; needs 1+{tc}k frames and sides divisible by {sc}"
+        )
+
+
 class CausalVAE(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
+        if cfg.kind != "causal":
+            raise ValueError(f"vae: CausalVAE got a config of kind {cfg.kind!r}; build_vae/load_vae pick the class")
         self.cfg = cfg
         p, mults, base = cfg.patch_size, cfg.channel_multipliers, cfg.base_channels
         channels = [base * m for m in mults]
@@ -113,17 +132,9 @@ class CausalVAE(nn.Module):
             self.decoder_levels.append(nn.Sequential(*blocks))
         self.decoder_out = nn.Sequential(ChannelRMSNorm(channels[0]), nn.SiLU(), CausalConv3d(channels[0], 3 * p * p))
 
-    def _check(self, pixels: torch.Tensor) -> None:
-        frames, height, width = pixels.shape[2:]
-        tc, sc = self.cfg.temporal_compression, self.cfg.spatial_compression
-        if (frames - 1) % tc or height % sc or width % sc:
-            raise ValueError(
-                f"vae: input of {frames} frames at {height}x{width}; needs 1+{tc}k frames and sides divisible by {sc}"
-            )
-
     def encode_distribution(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pixels: [B, 3, 1+4k, H, W] in [-1, 1] -> (mean, logvar), each [B, Cz, 1+k, H/s, W/s]."""
-        self._check(pixels)
+        check_pixels(self.cfg, pixels)
         p = self.cfg.patch_size
         x = rearrange(pixels, "b c t (h ph) (w pw) -> b (c ph pw) t h w", ph=p, pw=p)
         x = self.encoder_in(x)
@@ -164,3 +175,22 @@ class CausalVAE(nn.Module):
         vae.load_state_dict(load_file(str(weights)))
         return vae
 
+
+def build_vae(cfg: VAEConfig) -> CausalVAE | WanVAE:
+    """A new VAE of the class `cfg.kind` names (randomly initialised; under a `torch.device("meta")`
+    context it takes no memory)."""
+    if cfg.kind == "wan":
+        from interactavatar.model.wan_vae import WanVAE
+
+        return WanVAE(cfg)
+    return CausalVAE(cfg)
+
+
+def load_vae(directory: str | Path) -> CausalVAE | WanVAE:
+    """Load a VAE folder (`config.yaml` + `model.safetensors`) as the class its config's kind names."""
+    directory = Path(directory)
+    if load_dataclass(VAEConfig, directory / "config.yaml").kind == "wan":
+        from interactavatar.model.wan_vae import WanVAE
+
+        return WanVAE.from_pretrained(directory)
+    return CausalVAE.from_pretrained(directory)

@@ -21,13 +21,12 @@ from interactavatar.model.bundle import ModelBundle
 class FeatureCache:
     """Per-clip features stacked along N (None where the stage does not need them).
 
-    text: [N, S, Ct], text_mask: [N, S]; video: [N, Cz, F, h, w], video_reference: [N, Cz, 1, h, w];
+    text: [N, S, Ct] (zero past each prompt's length); video: [N, Cz, F, h, w], video_reference: [N, Cz, 1, h, w];
     motion: [N, Cz, F, hm, wm], motion_reference: [N, Cz, 1, hm, wm]; audio_windows: [N, T, window,
     layers, D]; face_mask: [N, F, h', w'] on AIM's token grid.
     """
 
     text: torch.Tensor
-    text_mask: torch.Tensor
     video: torch.Tensor | None = None
     video_reference: torch.Tensor | None = None
     motion: torch.Tensor | None = None
@@ -62,9 +61,7 @@ def build_cache(dataset: Dataset, bundle: ModelBundle, streams: set[str], device
         parts.setdefault(name, []).append(value.cpu())
 
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
-        text, mask = bundle.text_encoder(list(batch["text"]))
-        add("text", text)
-        add("text_mask", mask)
+        add("text", bundle.text_encoder(list(batch["text"]))[0])
         if "video" in streams:
             add("video", vae.encode(batch["video"].to(device)))
             add("video_reference", vae.encode(batch["reference"].to(device)))

@@ -24,12 +24,11 @@ def _sigmas(randomness: StepRandomness, shift: float, device: torch.device) -> t
     return randomness.each(lambda generator: sample_training_sigmas(1, shift, generator)).to(device)
 
 
-def _drop_text(batch: dict, probability: float, randomness: StepRandomness) -> tuple[torch.Tensor, torch.Tensor]:
+def _drop_text(batch: dict, probability: float, randomness: StepRandomness) -> torch.Tensor:
     """Replace each sample's text by the null condition with `probability` (for text guidance)."""
-    text, mask = batch["text"], batch["text_mask"]
-    empty_text, empty_mask = null_text(text, mask)
+    text = batch["text"]
     drop = (randomness.uniform() < probability).to(text.device)
-    return torch.where(drop[:, None, None], empty_text, text), torch.where(drop[:, None], empty_mask, mask)
+    return torch.where(drop[:, None, None], null_text(text), text)
 
 
 def _drop_audio(windows: torch.Tensor, probability: float, randomness: StepRandomness) -> torch.Tensor:
@@ -102,8 +101,8 @@ class PIMObjective(nn.Module):
         latents, clean_frames = task_latents(task, batch["motion"])
         sigmas = _sigmas(randomness, self.shift, latents.device)
         stream = add_noise(latents, batch["motion_reference"], sigmas, randomness.normal_like(latents), clean_frames)
-        text, mask = _drop_text(batch, self.text_dropout, randomness)
-        loss = flow_loss(self.pim(*stream.noisy, text, mask), stream)
+        text = _drop_text(batch, self.text_dropout, randomness)
+        loss = flow_loss(self.pim(*stream.noisy, text), stream)
         return {"loss": loss, f"loss_{task}": loss.detach()}
 
 
@@ -122,9 +121,9 @@ class AudioObjective(nn.Module):
         video = batch["video"]
         sigmas = _sigmas(randomness, self.shift, video.device)
         stream = add_noise(video, batch["video_reference"], sigmas, randomness.normal_like(video))
-        text, mask = _drop_text(batch, self.text_dropout, randomness)
+        text = _drop_text(batch, self.text_dropout, randomness)
         audio = _drop_audio(batch["audio_windows"], self.audio_dropout, randomness)
-        velocity, _ = self.model(text, mask, video=stream.noisy, audio_windows=audio, face_mask=batch["face_mask"])
+        velocity, _ = self.model(text, video=stream.noisy, audio_windows=audio, face_mask=batch["face_mask"])
         loss = flow_loss(velocity, stream)
         return {"loss": loss, "video_loss": loss.detach()}
 
@@ -147,10 +146,10 @@ class JointObjective(nn.Module):
         pose_driven = torch.rand((), generator=randomness.step).item() < self.clean_motion_probability
         clean_frames = motion.shape[2] if pose_driven else 0
         motion_stream = add_noise(motion, batch["motion_reference"], sigmas, randomness.normal_like(motion), clean_frames)
-        text, mask = _drop_text(batch, self.text_dropout, randomness)
+        text = _drop_text(batch, self.text_dropout, randomness)
         audio = _drop_audio(batch["audio_windows"], self.audio_dropout, randomness)
         video_velocity, motion_velocity = self.model(
-            text, mask, video=video_stream.noisy, motion=motion_stream.noisy, audio_windows=audio,
+            text, video=video_stream.noisy, motion=motion_stream.noisy, audio_windows=audio,
             face_mask=batch["face_mask"],
         )
         video_loss = flow_loss(video_velocity, video_stream)

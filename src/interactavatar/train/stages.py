@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from interactavatar.config import preset
 from interactavatar.data.versioning import data_revision, dataset_hash
 from interactavatar.model.aligner import MotionToVideoAligner
 from interactavatar.model.bundle import ModelBundle, build_bundle, load_bundle, write_model_files
-from interactavatar.model.vae import CausalVAE
+from interactavatar.model.vae import CausalVAE, load_vae
+from interactavatar.model.weights import read_model_weights
 from interactavatar.train import engine as ds
 from interactavatar.train.checkpoint import CheckpointManager
 from interactavatar.train.curriculum import Curriculum
@@ -213,7 +213,7 @@ def _new_model(spec: StageSpec) -> ModelBundle:
     with torch.random.fork_rng():
         torch.manual_seed(spec.seed)
         bundle = build_bundle(cfg, seed=spec.seed)
-    bundle.vae = CausalVAE.from_pretrained(spec.vae)
+    bundle.vae = load_vae(spec.vae)
     bundle.cfg = dataclasses.replace(bundle.cfg, vae=bundle.vae.cfg)
     bundle.model.set_gradient_checkpointing(spec.gradient_checkpointing)
     return bundle
@@ -222,7 +222,7 @@ def _new_model(spec: StageSpec) -> ModelBundle:
 def _pretrained_model(spec: StageSpec) -> ModelBundle:
     """The audio stage's model (AIM, encoders, VAE) with the pim stage's PIM and a new aligner."""
     bundle = load_bundle(spec.audio)
-    pim_weights = load_file(str(Path(spec.pim) / "model.safetensors"))
+    pim_weights = read_model_weights(spec.pim)
     bundle.model.pim.load_state_dict({k[4:]: v for k, v in pim_weights.items() if k.startswith("pim.")})
     # A fresh zero-initialised aligner: joint training starts from AIM's audio-pretrained behaviour.
     bundle.cfg = dataclasses.replace(bundle.cfg, injection=spec.injection)

@@ -1,0 +1,48 @@
+"""The release's numerical fixtures (`../shared/release-oracle`, or $INTERACTAVATAR_RELEASE_ORACLES):
+random tiny weights under the release's key names, inputs, and what the release's own code computed.
+
+Every size comes from a family's `config.json`: a second fixture set at other sizes runs against the
+same tests.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "release-oracle"
+
+
+def oracle_root() -> Path:
+    """The fixture folder. Named by the variable, it must exist; the default may be absent (a
+    checkout without the shared folder beside it), and then the parity tests are skipped, saying so."""
+    named = os.environ.get("INTERACTAVATAR_RELEASE_ORACLES")
+    if named:
+        if not Path(named).is_dir():
+            raise FileNotFoundError(f"INTERACTAVATAR_RELEASE_ORACLES={named}: no such folder")
+        return Path(named)
+    if not DEFAULT.is_dir():
+        pytest.skip(f"no release fixtures at {DEFAULT} (set INTERACTAVATAR_RELEASE_ORACLES)")
+    return DEFAULT
+
+
+class Oracle:
+    """One fixture family: `config` (config.json), `weights`, `inputs` and `outputs` (tensors)."""
+
+    def __init__(self, family: str):
+        self.folder = oracle_root() / family
+        self.config = json.loads((self.folder / "config.json").read_text())
+        self.weights = load_file(str(self.folder / "weights.safetensors"))
+        self.inputs = load_file(str(self.folder / "inputs.safetensors"))
+        self.outputs = load_file(str(self.folder / "outputs.safetensors"))
+
+
+def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float) -> None:
+    """torch.testing.assert_close with the tensor's name and its largest difference in the message."""
+    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    difference = (actual.double() - expected.double()).abs().max().item()
+    torch.testing.assert_close(actual.double(), expected.double(), atol=atol, rtol=rtol,
+                               msg=lambda message: f"{name}: max |diff| {difference:.3g}\n{message}")
