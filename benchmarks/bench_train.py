@@ -27,7 +27,7 @@ def _batch(cfg, batch: int, generator: torch.Generator) -> dict:
     cz, frames = cfg.vae.latent_channels, cfg.latent_frames
     return {
         "motion": torch.randn(batch, cz, frames, *side, generator=generator),
-        "motion_reference": torch.randn(batch, cz, 1, *side, generator=generator),
+        "motion_back": torch.randn(batch, cz, 1, *side, generator=generator),
         "text": torch.randn(batch, cfg.text.max_tokens, cfg.text.dim, generator=generator),
     }
 

@@ -140,10 +140,19 @@ class AudioConfig:
 
 @dataclass
 class SamplerConfig:
+    """How a model samples. guidance: "release" (two passes, one text scale, bad-CFG skipping of
+    `skip_block` while t > skip_above; the default for imported release models) or "three-pass"
+    (separate text and audio scales). negative_prompt: the unconditional pass's text; "" means
+    zero features, the null condition our training drops text to."""
+
     steps: int = 40
     shift: float = 5.0
     text_scale: float = 5.0
     audio_scale: float = 7.5
+    guidance: str = "three-pass"
+    negative_prompt: str = ""
+    skip_block: int | None = None
+    skip_above: float = 800.0
 
 
 @dataclass

@@ -3,19 +3,22 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from interactavatar.config import preset
 from interactavatar.data.dataset import (
     CURRICULUM_TASKS,
     ClipDataset,
+    Crop,
     curriculum_sample,
     curriculum_task,
     face_mask,
 )
 from interactavatar.data.render import decode_frame
-from interactavatar.data.schema import read_meta
+from interactavatar.data.schema import read_meta, write_meta
 from interactavatar.data.synth import SynthSpec, synthesize
+from interactavatar.io.media import crop_box, fit_on_white, read_video
 
 
 def _uint8(frames: torch.Tensor) -> np.ndarray:
@@ -30,15 +33,14 @@ def test_item_shapes_for_demo_preset(demo_dataset):
     item = dataset[0]
     shapes = {key: tuple(value.shape) for key, value in item.items() if isinstance(value, torch.Tensor)}
     assert shapes == {
-        "video": (3, 17, 128, 128), "motion": (3, 17, 64, 64), "reference": (3, 1, 128, 128),
+        "video": (3, 17, 128, 128), "motion": (3, 17, 64, 64), "object_image": (3, 128, 128),
         "motion_reference": (3, 1, 64, 64), "audio": (10880,),
         "face_mask": (5, 16, 16), "body": (17, 18, 3), "left_hand": (17, 21, 3), "right_hand": (17, 21, 3),
         "target_box": (17, 4),
     }
-    for key in ("video", "motion", "reference", "motion_reference"):
+    for key in ("video", "motion", "object_image", "motion_reference"):
         assert item[key].dtype == torch.float32 and item[key].min() >= -1 and item[key].max() <= 1
     assert all(value.is_contiguous() for value in item.values() if isinstance(value, torch.Tensor))
-    torch.testing.assert_close(item["reference"], item["video"][:, :1])
     assert isinstance(item["text"], str) and item["text"] and item["clip_id"] == "synth7-000000"
 
 
@@ -89,6 +91,82 @@ def test_short_clip_holds_last_frame(tmp_path):
     item = ClipDataset(root, preset("demo"), split=None)[0]
     torch.testing.assert_close(item["video"][:, 9:], item["video"][:, 8:9].expand(-1, 8, -1, -1))
     assert item["audio"][9 * 640:].abs().max() == 0 and item["audio"][: 9 * 640].abs().max() > 0
+
+
+def _check_object_image(object_image: torch.Tensor, frame: np.ndarray, box: np.ndarray) -> None:
+    """object_image [3, H, W] is frame [h, w, 3] cropped by box (its pixels) and fitted inside H x W
+    keeping its aspect, centred on white."""
+    size = tuple(object_image.shape[1:])
+    x0, y0, x1, y1 = np.floor(box).astype(int)
+    patch = frame[y0:y1 + 1, x0:x1 + 1]
+    height, width = patch.shape[:2]
+    scale = min(size[0] / height, size[1] / width)
+    fitted = (int(height * scale + 1e-9), int(width * scale + 1e-9))
+    top, left = (size[0] - fitted[0]) // 2, (size[1] - fitted[1]) // 2
+    image = _uint8(object_image[:, None])[0]
+    inside = np.zeros(size, bool)
+    inside[top:top + fitted[0], left:left + fitted[1]] = True
+    assert (image[~inside] == 255).all() and (~inside).any()
+    # The pasted content, brought back to the patch's size (an independent resize), is the patch:
+    # a few levels of resampling difference, where the patch one pixel off differs by 5.5 to 11.
+    content = image[top:top + fitted[0], left:left + fitted[1]]
+    back = F.interpolate(torch.from_numpy(content.copy()).permute(2, 0, 1)[None].float(), size=(height, width),
+                         mode="area")[0].permute(1, 2, 0).numpy()
+    assert np.abs(back - patch).mean() < 5
+    assert np.abs(back - 255).mean() > 40  # a coloured object, not a white square
+
+
+def test_object_image_is_the_target_fitted_on_white(tmp_path, demo_dataset):
+    root = tmp_path / "wide"  # 192x128 source: the dataset crops 32 px off each side, no resize
+    synthesize(root, num_clips=2, seed=1, spec=SynthSpec(width=192, height=128, num_frames=33, fps=50.0))
+    for index in range(2):
+        item = ClipDataset(root, preset("demo"), split=None)[index]
+        # The box as the model sees it, in the video's first frame.
+        _check_object_image(item["object_image"], _uint8(item["video"][:, :1])[0], item["target_box"][0].numpy())
+    # A 128 px source at the tiny preset's 64 px: the object is cropped at the source's resolution.
+    dataset = ClipDataset(demo_dataset, preset("tiny"), split="train")
+    meta = read_meta(demo_dataset / dataset.entries[0].path)
+    source, _ = read_video(demo_dataset / dataset.entries[0].path / meta.video)
+    _check_object_image(dataset[0]["object_image"], source[0], meta.target_boxes()[0])
+
+
+def test_a_clip_without_a_target_gets_a_white_object_image(tmp_path):
+    root = tmp_path / "no-target"
+    synthesize(root, num_clips=1, seed=4, spec=SynthSpec(num_frames=9))
+    meta = read_meta(root / "synth4-000000")
+    for frame in meta.objects:
+        for box in frame:
+            box.target = False
+    write_meta(root / "synth4-000000", meta)
+    item = ClipDataset(root, preset("tiny"), split=None)[0]
+    assert item["object_image"].shape == (3, 64, 64) and item["object_image"].eq(1).all()
+    assert item["target_box"].isnan().all()
+
+
+def test_object_box_is_cut_to_what_the_crop_keeps():
+    crop = Crop.centre((128, 192), (64, 64))  # keeps source columns 32..159
+    assert crop.window() == (32, 0, 160, 128)
+    np.testing.assert_array_equal(crop.source_box(np.array([10.0, 5, 50, 20])), [32, 5, 50, 20])
+    assert np.isnan(crop.source_box(np.array([0.0, 5, 20, 20]))).all()  # wholly cropped away
+    assert np.isnan(crop.source_box(np.full(4, np.nan))).all()
+
+
+def test_fit_on_white_keeps_the_aspect_centred_and_is_idempotent():
+    image = np.zeros((10, 40, 3), np.uint8)
+    fitted = fit_on_white(image, (64, 32))
+    assert fitted.shape == (64, 32, 3)
+    assert (fitted[28:36] == 0).all() and (fitted[:28] == 255).all() and (fitted[36:] == 255).all()
+    rng = np.random.default_rng(0)
+    at_size = rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(fit_on_white(at_size, (64, 32)), at_size)
+    np.testing.assert_array_equal(fit_on_white(fit_on_white(image, (64, 32)), (64, 32)), fitted)
+    assert (fit_on_white(None, (8, 16)) == 255).all() and fit_on_white(None, (8, 16)).shape == (8, 16, 3)
+    transparent = np.zeros((8, 8, 4), np.uint8)  # RGBA: transparent pixels become white
+    transparent[:4, :, 3] = 255
+    rgba = fit_on_white(transparent, (8, 8))
+    assert (rgba[:4] == 0).all() and (rgba[4:] == 255).all()
+    assert crop_box(at_size, (2.5, 3.2, 5.9, 3.0)).shape == (1, 4, 3)
+    assert crop_box(at_size, (40.0, 0, 50, 10)) is None and crop_box(at_size, None) is None
 
 
 def test_face_mask_marks_the_face_cells():

@@ -9,7 +9,7 @@ from helpers.release import Oracle, assert_close
 from interactavatar.config import preset
 from interactavatar.model import InteractAvatar
 from interactavatar.model.audio import window_features
-from interactavatar.model.flow import ReleaseConditioning, release_sample, release_timesteps
+from interactavatar.model.flow import Conditioning, release_timesteps, sample
 from interactavatar.model.release import config_from_release, state_dict_from_release
 
 pytestmark = pytest.mark.release_parity
@@ -58,7 +58,7 @@ def test_sampling_loop_matches_the_release(model, oracle, case):
     timesteps = release_timesteps(steps, args["shift"], args["num_timesteps"])
     assert [bool(spec["bad_cfg"]) and t > args["bad_thres"] for t in timesteps[:-1].tolist()] == expected_skips
 
-    cond = ReleaseConditioning(
+    cond = Conditioning(
         text=inputs["context"][None], negative_text=inputs["context_null"][None],
         audio_windows=outputs["audio_embs"],
         video_prefix=inputs["cond_image_latent"], video_back=inputs["obj_image_latent"],
@@ -66,13 +66,13 @@ def test_sampling_loop_matches_the_release(model, oracle, case):
         driving_motion=inputs["pose_latents"] if MODES[spec["mode"]] == "pose" else None)
     after_first: dict[str, torch.Tensor] = {}
 
-    def keep_first(step, video, motion):
+    def keep_first(step, steps, video, motion):
         if step == 1:
             after_first.update(video=video.clone(), motion=None if motion is None else motion.clone())
 
     frames = outputs["latent.init"].shape[2] - back
-    video, motion = release_sample(
-        model, cond, mode=MODES[spec["mode"]], latent_frames=frames, steps=steps, shift=args["shift"],
+    video, motion = sample(
+        model, cond, mode=MODES[spec["mode"]], latent_frames=frames, steps=steps, shift=args["shift"], guidance="release",
         text_scale=args["text_guide_scale"], skip_block=oracle.config["skip_block_index"] if spec["bad_cfg"] else None,
         skip_above=args["bad_thres"], noise=(inputs["noise"][:, :, :frames], inputs["motion_noise"][:, :, :frames]),
         on_step=keep_first)

@@ -13,7 +13,7 @@ def cases_file(media, tmp_path):
     """Three good cases (paths relative to the JSON file, as the release writes them) and three
     bad ones: a missing speech file, a video_id that is a path, a case without its prompt."""
     folder = media["folder"]
-    good = {"mp4_img": "ref.png", "speech_path": "speech.wav", "dwpose_img": "unused.png",
+    good = {"mp4_img": "ref.png", "speech_path": "speech.wav", "dwpose_img": "ref.png", "obj_img": "ref.png",
             "structured_prompt": "(Right hand holds the cup)(Left hand rests)", "obj_name": "cup"}
     cases = [
         good | {"video_id": "first", "prompt": "The man lifts the red cup"},
@@ -76,3 +76,33 @@ def test_generate_needs_a_model_or_an_endpoint(media, tmp_path, capsys):
     assert main(["generate", "--image", str(files["image"]), "--audio", str(files["audio"]), "--text", "x",
                  "-o", str(tmp_path / "x.mp4")]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_object_and_pose_images_reach_the_pipeline(model_dir, media, tmp_path, monkeypatch):
+    """--object-image and --pose-image (the release's obj_img and dwpose_img) reach the pipeline as
+    images; without them it gets none (a white object image, the pose drawn by PIM)."""
+    import numpy as np
+    from PIL import Image
+
+    from interactavatar.inference.pipeline import InteractAvatarPipeline
+
+    seen = []
+    original = InteractAvatarPipeline.__call__
+
+    def spy(self, image, text, audio, **kwargs):
+        seen.append({name: None if kwargs.get(name) is None else kwargs[name].shape
+                     for name in ("object_image", "pose_image")})
+        return original(self, image, text, audio, **kwargs)
+
+    monkeypatch.setattr(InteractAvatarPipeline, "__call__", spy)
+    Image.fromarray(np.full((30, 20, 3), 90, np.uint8)).save(tmp_path / "object.png")
+    Image.fromarray(np.zeros((40, 44, 3), np.uint8)).save(tmp_path / "pose.png")
+    files = media["files"]
+    common = ["generate", "--model", str(model_dir), "--image", str(files["image"]), "--audio", str(files["audio"]),
+              "--text", "The man lifts the cup", "--steps", "2"]
+    assert main([*common, "-o", str(tmp_path / "with.mp4"), "--object-image", str(tmp_path / "object.png"),
+                 "--pose-image", str(tmp_path / "pose.png")]) == 0
+    assert main([*common, "-o", str(tmp_path / "without.mp4")]) == 0
+    # The object image keeps its alpha (a cut-out is pasted on white by it, as the release does).
+    assert seen == [{"object_image": (30, 20, 4), "pose_image": (40, 44, 3)}, {"object_image": None, "pose_image": None}]
+    assert read_video(tmp_path / "with.mp4")[0].shape[0] == 5

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from interactavatar.config import InteractAvatarConfig
 from interactavatar.data.render import render_clip
 from interactavatar.data.schema import ClipMeta, read_manifest, read_meta
-from interactavatar.io.media import normalize_loudness, read_audio, read_video
+from interactavatar.io.media import crop_box, fit_on_white, normalize_loudness, read_audio, read_video
 
 CURRICULUM_TASKS = ("detection", "continuation", "generation")
 
@@ -59,11 +59,25 @@ class Crop:
         out = (boxes - [self.x0, self.y0, self.x0, self.y0]) * [sx, sy, sx, sy]
         return np.clip(out, 0, [self.size[1] - 1, self.size[0] - 1] * 2)
 
+    def window(self) -> tuple[int, int, int, int]:
+        """The source pixels the crop keeps: (x0, y0, x1, y1), x1 and y1 excluded."""
+        x0, y0 = int(round(self.x0)), int(round(self.y0))
+        return x0, y0, x0 + int(round(self.width)), y0 + int(round(self.height))
+
+    def source_box(self, box: np.ndarray) -> np.ndarray:
+        """[4] a box in source pixels -> the part of it inside the crop, in source pixels: what of the
+        box the model sees, at the source's resolution. NaN (no box, or none of it in view) stays NaN."""
+        x0, y0, x1, y1 = self.window()
+        box = np.asarray(box, dtype=np.float64)
+        if not np.all(np.isfinite(box)) or box[2] < x0 or box[0] > x1 - 1 or box[3] < y0 or box[1] > y1 - 1:
+            return np.full(4, np.nan)
+        return np.clip(box, [x0, y0, x0, y0], [x1 - 1, y1 - 1, x1 - 1, y1 - 1])
+
     def image(self, frames: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
         """[N, H0, W0, 3] uint8 -> [3, N, h, w] float in [-1, 1] (antialiased bilinear resize)."""
         size = size or self.size
-        x0, y0 = int(round(self.x0)), int(round(self.y0))
-        cropped = frames[:, y0: y0 + int(round(self.height)), x0: x0 + int(round(self.width))]
+        x0, y0, x1, y1 = self.window()
+        cropped = frames[:, y0:y1, x0:x1]
         if tuple(cropped.shape[1:3]) == tuple(size):
             return unit_range(cropped.transpose(3, 0, 1, 2))
         pixels = torch.from_numpy(np.ascontiguousarray(cropped.transpose(0, 3, 1, 2))).float()
@@ -84,8 +98,10 @@ class ClipDataset(Dataset):
 
     Each item (F = config.num_frames, L = config.latent_frames, H x W = video_size,
     Hm x Wm = motion_size, S = F / fps * sample_rate):
-      video [3, F, H, W], motion [3, F, Hm, Wm], reference [3, 1, H, W],
-      motion_reference [3, 1, Hm, Wm] (the reference image at the motion size): float in [-1, 1];
+      video [3, F, H, W], motion [3, F, Hm, Wm], motion_reference [3, 1, Hm, Wm] (the reference
+      image, frame 0, at the motion size), object_image [3, H, W] (the target object cropped from
+      frame 0 by its box, the part inside the crop, fitted on white as `media.fit_on_white` does;
+      all white without a target): float in [-1, 1];
       audio [S] (16 kHz mono, -23 LUFS unless near-silent, cut or zero-padded to the frames);
       face_mask [L, H/c, W/c] (c = vae.spatial_compression): 1 on latent cells touching the face;
       body [F, 18, 3], left_hand / right_hand [F, 21, 3], target_box [F, 4] (NaN: no target),
@@ -93,6 +109,10 @@ class ClipDataset(Dataset):
 
     Clips longer than F frames are cut from `start` ("first" frame, or "random"); shorter ones
     hold their last frame (and their audio is zero-padded).
+
+    The release's frame layout takes the reference image (frame 0) as the video's clean first
+    frame and the object image as its back frame; frame 0's pose (motion frame 0) as the motion's
+    first frame and the reference at motion size as its back frame.
     """
 
     def __init__(self, root: str | Path, config: InteractAvatarConfig, split: str | None = "train",
@@ -137,8 +157,8 @@ class ClipDataset(Dataset):
         return {
             "video": video,
             "motion": motion,
-            "reference": video[:, :1].contiguous(),
             "motion_reference": crop.image(frames[picks[:1]], config.motion_size),
+            "object_image": object_image(frames[picks[0]], meta.target_boxes()[picks[0]], crop),
             "audio": audio,
             "face_mask": face_mask(face, config),
             "body": torch.from_numpy(body).float(),
@@ -169,6 +189,14 @@ class ClipDataset(Dataset):
         piece = samples[first: first + length]
         out[: len(piece)] = piece
         return torch.from_numpy(out)
+
+
+def object_image(frame: np.ndarray, box: np.ndarray, crop: Crop) -> torch.Tensor:
+    """The object image of a clip: the source frame [H0, W0, 3] uint8 cropped by `box` (source
+    pixels; NaN: no target) where the crop keeps it, fitted on white at the crop's size ->
+    [3, H, W] in [-1, 1]; all white when no part of a target is in view."""
+    fitted = fit_on_white(crop_box(frame, crop.source_box(box)), crop.size)
+    return unit_range(fitted.transpose(2, 0, 1))
 
 
 def face_mask(face: np.ndarray, config: InteractAvatarConfig) -> torch.Tensor:

@@ -2,7 +2,10 @@
 between a floor and a ceiling.
 
 1. Load the model directory and the split's clips at the model's sizes (`truth.load_truth`).
-2. Generate each clip from its first frame, sentence and speech (seed = `seed` + clip index).
+2. Generate each clip from its first frame, sentence, speech and object image (the target cropped
+   from the first frame by its box, as training takes it) (seed = `seed` + clip index). No pose
+   image: the pipeline draws the first motion frame itself (PIM detection), so the grounding
+   metrics see the model find the object, not the ground truth's box.
 3. Floor: an untrained model of the same config (same seeds), built in a temporary directory.
    VAE ceiling: the ground truth encoded and decoded by the model's VAE, the most its diffusion
    streams can reach: a model near it is limited by its VAE, not by what its DiTs learned.
@@ -91,7 +94,8 @@ def _score_pipeline(system: str, pipeline, truths: list[ClipTruth], settings: Ev
     for index, truth in enumerate(truths):
         started = time.perf_counter()
         result = pipeline(truth.image, truth.text, truth.speech, num_frames=truth.num_frames, steps=settings.steps,
-                          seed=settings.seed + index, face_box=truth.face_box_source)
+                          seed=settings.seed + index, face_box=truth.face_box_source,
+                          object_image=truth.object_image)
         seconds = time.perf_counter() - started
         scores = _score(system, result.video, result.motion, truth, settings, externals, samples, index)
         per_clip.append({**scores, "generate_s": seconds})

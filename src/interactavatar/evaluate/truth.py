@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from interactavatar.config import InteractAvatarConfig
+from interactavatar.data.dataset import Crop
 from interactavatar.data.render import DecodedFrame, decode_frame, render_clip
 from interactavatar.data.schema import ClipMeta, read_manifest, read_meta
 from interactavatar.io.media import (
     cover_transform,
+    crop_box,
     normalize_loudness,
     read_audio,
     read_video,
@@ -31,7 +33,9 @@ class ClipTruth:
     """One clip at the model's sizes (T frames, H x W video, Hm x Wm motion).
 
     Pipeline inputs: image [H0, W0, 3] uint8 (the clip's first frame as stored), text, speech [S0]
-    float32 (the whole clip, loudness-normalised), face_box_source (x0, y0, x1, y1) in image pixels.
+    float32 (the whole clip, loudness-normalised), face_box_source (x0, y0, x1, y1) in image pixels,
+    object_image [h, w, 3] uint8: the target object cropped from `image` by its box where the video
+    keeps it, as the training dataset crops it (the pipeline fits it on white), None without a target.
     Ground truth: video [T, H, W, 3] uint8; motion [T, Hm, Wm, 3] uint8 rendered; motion_decoded:
     T DecodedFrames read back from `motion` (what the motion format can show); other_boxes: T arrays
     [n, 4] of the non-target objects' boxes in motion pixels; face [T, 4] in video pixels;
@@ -43,6 +47,7 @@ class ClipTruth:
     image: np.ndarray
     speech: np.ndarray
     face_box_source: tuple[float, float, float, float]
+    object_image: np.ndarray | None
     video: np.ndarray
     motion: np.ndarray
     motion_decoded: list[DecodedFrame]
@@ -93,6 +98,7 @@ def load_truth(clip_dir: str | Path, config: InteractAvatarConfig) -> ClipTruth:
         image=frames[0],
         speech=speech,
         face_box_source=tuple(float(v) for v in meta.face[0]),
+        object_image=object_crop(frames[0], meta.target_boxes()[0], config.video_size),
         video=video,
         motion=motion,
         motion_decoded=[decode_frame(frame) for frame in motion],
@@ -102,6 +108,14 @@ def load_truth(clip_dir: str | Path, config: InteractAvatarConfig) -> ClipTruth:
         fps=rate,
         sample_rate=sample_rate,
     )
+
+
+def object_crop(image: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
+    """The object image of a reference image [H0, W0, 3]: its pixels in `box` (image pixels; NaN: no
+    target) inside the centre crop to `size`'s aspect, as `ClipDataset` takes it; None when none of it
+    is in view."""
+    crop = crop_box(image, Crop.centre(image.shape[:2], size).source_box(box))
+    return None if crop is None else crop.copy()
 
 
 class _CoverMap:

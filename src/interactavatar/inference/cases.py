@@ -2,9 +2,9 @@
 test-case format) through a generator (a model directory here, or an endpoint).
 
 A cases file is a JSON list of objects: `mp4_img` (reference image), `prompt`, `speech_path`,
-`video_id`, optionally `dwpose_mp4` (pose video, used by --mode pose) and the release's
-`dwpose_img`, `structured_prompt`, `obj_img`, `obj_name` (accepted; the model conditions on the
-image, the prompt and the speech). Relative paths resolve against the JSON file's folder.
+`video_id`, optionally `obj_img` (the object the prompt names), `dwpose_img` (the reference's
+pose), `dwpose_mp4` (pose video, used by --mode pose), and the release's `structured_prompt` and
+`obj_name` (accepted, not used). Relative paths resolve against the JSON file's folder.
 Each case writes OUT_DIR/<video_id>.mp4 (and <video_id>_motion.mp4); a bad case is named and
 skipped, the others still run, and the exit status is 1 when any failed. A single case from the
 flags is a batch of one whose error is the command's error.
@@ -35,6 +35,8 @@ class Case:
     motion_output: Path  # the motion video
     pose_video: Path | None = None
     index: int = 0  # its place in the cases file
+    object_image: Path | None = None  # the release's obj_img
+    pose_image: Path | None = None  # the release's dwpose_img
 
     @property
     def label(self) -> str:
@@ -63,12 +65,14 @@ def parse_case(entry, base: Path, out_dir: Path, index: int = 0) -> Case:
     video_id = entry["video_id"]
     if Path(video_id).name != video_id or video_id in (".", ".."):
         raise ValueError(f"video_id {video_id!r} is not a plain file name")
-    paths = {name: base / entry[name] for name in ("mp4_img", "speech_path", "dwpose_mp4") if entry.get(name)}
+    paths = {name: base / entry[name] for name in ("mp4_img", "speech_path", "dwpose_mp4", "obj_img", "dwpose_img")
+             if entry.get(name)}
     for name, path in paths.items():
         if not path.is_file():
             raise ValueError(f"{name}: {path} not found")
     return Case(paths["mp4_img"], paths["speech_path"], entry["prompt"], video_id, out_dir / f"{video_id}.mp4",
-                out_dir / f"{video_id}_motion.mp4", paths.get("dwpose_mp4"), index)
+                out_dir / f"{video_id}_motion.mp4", paths.get("dwpose_mp4"), index, paths.get("obj_img"),
+                paths.get("dwpose_img"))
 
 
 def load_cases(cases_file: Path, out_dir: Path, mode: str) -> list[Case | BadCase]:
@@ -102,7 +106,8 @@ def case_from_args(args: argparse.Namespace) -> Case:
         raise ValueError("--mode pose needs --pose-video")
     motion_output = args.motion_output or args.output.with_name(f"{args.output.stem}_motion.mp4")
     return Case(args.image, args.audio, args.text, args.output.stem, args.output, motion_output,
-                args.pose_video if args.mode == "pose" else None)
+                args.pose_video if args.mode == "pose" else None, object_image=args.object_image,
+                pose_image=args.pose_image)
 
 
 def options_from_args(args: argparse.Namespace) -> dict:
@@ -133,7 +138,9 @@ def local_generator(model_dir: Path, device: str) -> Generator:
                 bar.total = steps
                 bar.update(step - bar.n)
 
-            result = pipeline(image, case.text, speech, pose_video=pose, progress=progress, **kwargs)
+            result = pipeline(image, case.text, speech, pose_video=pose, progress=progress,
+                              object_image=load_image(case.object_image, "RGBA") if case.object_image else None,
+                              pose_image=load_image(case.pose_image) if case.pose_image else None, **kwargs)
         video, motion = result.to_mp4_bytes(with_motion=True)
         return {name: data for name, data in (("video", video), ("motion", motion)) if data is not None}, result.timings
 
@@ -152,9 +159,11 @@ def endpoint_generator(url: str, protocol: str, timeout_s: float) -> Generator:
     def generate(case: Case, options: dict, label: str) -> tuple[dict[str, bytes], dict]:
         image, speech = case.image.read_bytes(), case.speech.read_bytes()
         pose = case.pose_video.read_bytes() if case.pose_video else None
+        extra = {name: getattr(case, name).read_bytes() for name in ("object_image", "pose_image")
+                 if getattr(case, name) is not None}
         try:
             result = _with_spinner(f"{label}generating on {url}",
-                                   lambda: client.generate(image, speech, case.text, options, pose))
+                                   lambda: client.generate(image, speech, case.text, options, pose, **extra))
         except (EndpointError, httpx.TransportError) as err:
             raise ValueError(f"{url}: {err}") from None
         return result.videos, result.metadata

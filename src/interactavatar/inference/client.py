@@ -55,9 +55,12 @@ class EndpointClient:
             time.sleep(0.2)
 
     def generate(self, image: bytes, audio: bytes, text: str, options: dict | None = None,
-                 pose_video: bytes | None = None) -> EndpointResult:
-        """image: PNG/JPEG bytes; audio: WAV bytes; options: see the README, "Serving"."""
+                 pose_video: bytes | None = None, object_image: bytes | None = None,
+                 pose_image: bytes | None = None) -> EndpointResult:
+        """image, object_image, pose_image: PNG/JPEG bytes; audio: WAV bytes; options: see
+        docs/serving-api.md."""
         fields = {"image": image, "audio": audio, "text": text.encode(), "pose_video": pose_video,
+                  "object_image": object_image, "pose_image": pose_image,
                   "options": json.dumps(options).encode() if options else None}
         fields = {name: value for name, value in fields.items() if value is not None}
         return self._v2(fields, options or {}) if self.protocol == "v2" else self._v1(fields)

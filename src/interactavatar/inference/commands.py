@@ -24,6 +24,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     generate.add_argument("--motion-output", type=Path, help="the motion video (default: OUTPUT stem + _motion.mp4)")
     generate.add_argument("--mode", default="interact", choices=MODES)
     generate.add_argument("--pose-video", type=Path, help="motion video driving AIM in --mode pose")
+    generate.add_argument("--object-image", type=Path,
+                          help="image of the object the sentence names (default: none, a white image)")
+    generate.add_argument("--pose-image", type=Path,
+                          help="the reference's pose image (default: PIM draws it from the reference)")
     generate.add_argument("--steps", type=int)
     generate.add_argument("--num-frames", type=int)
     generate.add_argument("--text-scale", type=float)

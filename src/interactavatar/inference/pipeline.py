@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from interactavatar.io.media import cover_transform, encode_video, resize_and_crop, write_video
+from interactavatar.io.media import cover_transform, encode_video, fit_on_white, resize_and_crop, write_video
 from interactavatar.model.audio import fit_to_frames, frame_count, window_features
 from interactavatar.model.bundle import ModelBundle, load_bundle
-from interactavatar.model.flow import Conditioning, sample
+from interactavatar.model.flow import Conditioning, null_text, sample
 
 
 @dataclass
@@ -95,10 +95,18 @@ class InteractAvatarPipeline:
         seed: int = 0,
         face_box: tuple[float, float, float, float] | None = None,
         pose_video: np.ndarray | None = None,
+        object_image: np.ndarray | None = None,
+        pose_image: np.ndarray | None = None,
         progress=None,
     ) -> GenerationResult:
-        """image: [H, W, 3] uint8; audio: [S] float32 at 16 kHz (see media.load_speech);
-        pose_video: [T, H', W', 3] uint8 motion frames for mode "pose"; face_box in image pixels."""
+        """image: [H, W, 3] uint8 reference; audio: [S] float32 at 16 kHz (see io.media.load_speech);
+        pose_video: [T, H', W', 3] uint8 motion frames for mode "pose"; face_box in image pixels.
+
+        The release's frame layout: the reference image is the video's clean first frame and the
+        object image (fitted on white; none: a white image) its back frame; the reference's pose
+        image (the release's `dwpose_img`) is the motion's first frame and the reference at motion
+        size its back frame. Without a pose image PIM first draws it from the reference image (the
+        detection task, one motion frame)."""
         cfg, bundle, device = self.cfg, self.bundle, self.device
         sampler, audio_cfg = cfg.sampler, cfg.audio
         timings: dict[str, float] = {}
@@ -113,8 +121,13 @@ class InteractAvatarPipeline:
         text_features = bundle.text_encoder([text])[0]
         waveform = torch.from_numpy(speech).to(device)
         audio_windows = window_features(bundle.audio_encoder(waveform, frames), audio_cfg.window)[None]
-        video_reference = bundle.vae.encode(to_pixels(resize_and_crop(image, cfg.video_size)[None], device))
-        motion_reference = bundle.vae.encode(to_pixels(resize_and_crop(image, cfg.motion_size)[None], device))
+        encode = lambda frames: bundle.vae.encode(to_pixels(frames[None], device))  # noqa: E731  one image
+        video_prefix = encode(resize_and_crop(image, cfg.video_size))
+        video_back = encode(fit_on_white(object_image, cfg.video_size))
+        motion_back = encode(resize_and_crop(image, cfg.motion_size))
+        motion_prefix = None if pose_image is None else encode(resize_and_crop(pose_image, cfg.motion_size))
+        negative = null_text(text_features) if not sampler.negative_prompt else \
+            bundle.text_encoder([sampler.negative_prompt])[0]
         driving_motion = None
         if mode == "pose":
             if pose_video is None:
@@ -125,19 +138,18 @@ class InteractAvatarPipeline:
         timings["encode_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        video_latents, motion_latents = sample(
-            bundle.model,
-            Conditioning(text_features, video_reference, motion_reference, audio_windows, face_mask,
-                         driving_motion),
-            mode=mode,
-            latent_frames=latent_frames,
-            steps=steps or sampler.steps,
-            shift=sampler.shift,
-            text_scale=sampler.text_scale if text_scale is None else text_scale,
-            audio_scale=sampler.audio_scale if audio_scale is None else audio_scale,
-            seed=seed,
-            progress=progress,
-        )
+        settings = dict(steps=steps or sampler.steps, shift=sampler.shift, guidance=sampler.guidance,
+                        text_scale=sampler.text_scale if text_scale is None else text_scale,
+                        audio_scale=sampler.audio_scale if audio_scale is None else audio_scale,
+                        skip_block=sampler.skip_block, skip_above=sampler.skip_above, seed=seed)
+        cond = Conditioning(text_features, negative, video_prefix, video_back, motion_prefix, motion_back,
+                            audio_windows, driving_motion, face_mask)
+        if motion_prefix is None and mode in ("interact", "motion"):
+            _, motion_prefix = sample(bundle.model, cond, mode="motion", latent_frames=1, **settings)
+            cond.motion_prefix = motion_prefix
+        on_step = None if progress is None else lambda step, total, video, motion: progress(step, total)
+        video_latents, motion_latents = sample(bundle.model, cond, mode=mode, latent_frames=latent_frames,
+                                               on_step=on_step, **settings)
         timings["sample_s"] = time.perf_counter() - start
 
         start = time.perf_counter()

@@ -28,11 +28,12 @@ TARGET_LOUDNESS_LUFS = -23.0
 LOUDNESS_LIMIT_LU = 100.0  # the release leaves audio measured beyond +-100 as it is
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """An RGB image [H, W, 3] uint8; a clear error naming the file when it is not an image."""
+def load_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
+    """An image [H, W, 3] uint8 (mode "RGBA": [H, W, 4], transparency kept, as an object cut-out
+    needs); a clear error naming the file when it is not an image."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.asarray(image.convert(mode))
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"{path}: not a readable image ({err})") from err
 
@@ -52,6 +53,44 @@ def resize_and_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         (max(width, round(image.shape[1] * scale)), max(height, round(image.shape[0] * scale))), Image.BICUBIC
     )
     return np.asarray(resized.crop((left, top, left + width, top + height)))
+
+
+def crop_box(image: np.ndarray, box) -> np.ndarray | None:
+    """The pixels of `image` [H, W, ...] inside box (x0, y0, x1, y1), in pixels of the image: columns
+    floor(x0)..floor(x1) and rows floor(y0)..floor(y1), both ends included, clipped to the image.
+    None when the box is missing (None or NaN), empty, or outside the image."""
+    if box is None or not np.all(np.isfinite(box)):
+        return None
+    x0, y0, x1, y1 = (int(np.floor(v)) for v in box)
+    x0, y0 = max(x0, 0), max(y0, 0)
+    x1, y1 = min(x1 + 1, image.shape[1]), min(y1 + 1, image.shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return image[y0:y1, x0:x1]
+
+
+def fit_on_white(image: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
+    """The release's object image: [h, w, 3] uint8 (or [h, w, 4] RGBA, composited on white) scaled
+    to fit inside size = (height, width) keeping its aspect ratio (the limiting side fills the size,
+    the other is floored), Lanczos, centred on white -> [height, width, 3] uint8. None: all white.
+    Idempotent: an RGB image already of the size comes back unchanged."""
+    height, width = size
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    if image is None:
+        return np.asarray(canvas)
+    source_height, source_width = image.shape[:2]
+    if width * source_height <= height * source_width:  # width limits the scale
+        fitted = (width, max(1, source_height * width // source_width))
+    else:
+        fitted = (max(1, source_width * height // source_height), height)
+    picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    if picture.mode not in ("RGB", "RGBA"):
+        picture = picture.convert("RGB")
+    if picture.size != fitted:
+        picture = picture.resize(fitted, Image.LANCZOS)
+    position = ((width - fitted[0]) // 2, (height - fitted[1]) // 2)
+    canvas.paste(picture, position, picture if picture.mode == "RGBA" else None)
+    return np.asarray(canvas)
 
 
 def normalize_loudness(waveform: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -29,6 +29,15 @@ RELEASE_5B = {"patch_size": [1, 2, 2], "text_len": 512, "in_dim": 48, "dim": 307
 RELEASE_5B_AUDIO = {"seq_len": 5, "seq_len_vf": 8, "blocks": 12, "channels": 768, "intermediate_dim": 512,
                     "output_dim": 768, "context_tokens": 32}
 
+# The unconditional prompt of the release's test script (test_wanx_tia2mv_obj_back.py).
+RELEASE_NEGATIVE_PROMPT = (
+    "bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
+    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, poorly "
+    "drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still picture, messy "
+    "background, three legs, many people in the background, walking backwards")
+# The block the release's unconditional pass skips while t > 800 (bad-CFG).
+RELEASE_SKIP_BLOCK, RELEASE_SKIP_ABOVE = 11, 800.0
+
 # release name -> our name, for the parts whose names differ (regular expressions over whole keys).
 _RENAMES = [
     (r"motion_(patch_embedding|text_embedding|time_embedding|time_projection)\.(.+)", r"pim.\1.\2"),
@@ -255,8 +264,13 @@ def import_release(transformer: str | Path, vae: str | Path, umt5: str | Path, t
         raise ValueError(f"{paths['wav2vec2']}/config.json: {speech.get('num_hidden_layers')} layers of "
                          f"{speech.get('hidden_size')}, the audio projection takes {cfg.audio.num_layers} of "
                          f"{cfg.audio.feature_dim}")
+    # The release's sampler: its guidance, negative prompt and bad-CFG block (when the depth has it).
+    sampler = dataclasses.replace(
+        cfg.sampler, guidance="release", negative_prompt=RELEASE_NEGATIVE_PROMPT, text_scale=5.0,
+        skip_block=RELEASE_SKIP_BLOCK if cfg.aim.num_layers > RELEASE_SKIP_BLOCK else None,
+        skip_above=RELEASE_SKIP_ABOVE)
     cfg = dataclasses.replace(
-        cfg, text=TextConfig(kind="umt5", dim=sizes["dim"], max_tokens=cfg.text.max_tokens),
+        cfg, sampler=sampler, text=TextConfig(kind="umt5", dim=sizes["dim"], max_tokens=cfg.text.max_tokens),
         audio=dataclasses.replace(cfg.audio, kind="wav2vec2", path=None))
     with atomic_directory(out) as staging:
         write_sharded_weights(staging, transformer_tensors(paths["transformer"], cfg), max_shard_bytes)

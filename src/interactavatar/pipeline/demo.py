@@ -45,14 +45,19 @@ def request_video(data_dir: Path, out: Path, env: dict, seed: int) -> dict:
 
     from interactavatar.data.schema import read_manifest, read_meta
     from interactavatar.inference.client import EndpointClient
-    from interactavatar.io.media import read_video
+    from interactavatar.io.media import crop_box, read_video
     from interactavatar.train.engine import free_port
 
     entry = next(e for e in read_manifest(data_dir) if e.split == "test")
     clip = data_dir / entry.path
     meta = read_meta(clip)
-    image = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(read_video(clip / meta.video)[0][0])).save(image, format="PNG")
+    reference = np.ascontiguousarray(read_video(clip / meta.video)[0][0])
+    # The object image, as the release takes it: the named object, cropped from the reference.
+    target = crop_box(reference, meta.target_boxes()[0])
+    image, object_image = io.BytesIO(), io.BytesIO()
+    Image.fromarray(reference).save(image, format="PNG")
+    if target is not None:
+        Image.fromarray(np.ascontiguousarray(target)).save(object_image, format="PNG")
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "interactavatar.cli", "serve", "--model", "models:/interactavatar@champion",
@@ -62,7 +67,8 @@ def request_video(data_dir: Path, out: Path, env: dict, seed: int) -> dict:
         client.wait_ready(timeout_s=300)
         started = time.perf_counter()
         result = client.generate(image.getvalue(), (clip / "audio.wav").read_bytes(), meta.text,
-                                 {"seed": seed, "return_motion": True, "face_box": [float(v) for v in meta.face[0]]})
+                                 {"seed": seed, "return_motion": True, "face_box": [float(v) for v in meta.face[0]]},
+                                 object_image=object_image.getvalue() or None)
         latency = time.perf_counter() - started
     finally:
         client.close()

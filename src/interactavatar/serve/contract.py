@@ -24,8 +24,10 @@ from PIL import Image, UnidentifiedImageError
 from interactavatar.config import MODES
 from interactavatar.io.media import speech_from_waveform
 
-MEDIA_FIELDS = ("image", "audio", "pose_video")
-FIELDS = ("image", "audio", "text", "options", "pose_video")
+# object_image: the object the sentence names (the release's obj_img; none: a white image);
+# pose_image: the reference's pose (its dwpose_img; none: PIM draws it from the reference).
+MEDIA_FIELDS = ("image", "audio", "pose_video", "object_image", "pose_image")
+FIELDS = ("image", "audio", "text", "options", "pose_video", "object_image", "pose_image")
 IMAGE_FORMATS = ["PNG", "JPEG"]  # PIL is told to try only these (no EPS/PSD parsers on untrusted bytes)
 
 
@@ -72,6 +74,8 @@ class GenerationRequest:
     audio: np.ndarray  # [S] float32 at the model's sample rate, loudness-normalised
     options: GenerationOptions
     pose_video: np.ndarray | None = None  # [T, H, W, 3] uint8, mode "pose" only
+    object_image: np.ndarray | None = None  # [H, W, 3] uint8
+    pose_image: np.ndarray | None = None  # [H, W, 3] uint8
 
 
 def refuse(field: str, reason: str) -> InvalidInput:
@@ -232,4 +236,15 @@ def build_request(media: dict[str, bytes], text: str, options: GenerationOptions
         audio=decode_audio(media["audio"], limits, sample_rate, fps),
         options=options,
         pose_video=decode_video(media["pose_video"], limits) if "pose_video" in media else None,
+        object_image=_optional_image(media, "object_image", limits),
+        pose_image=_optional_image(media, "pose_image", limits),
     )
+
+
+def _optional_image(media: dict[str, bytes], name: str, limits: ServeLimits) -> np.ndarray | None:
+    if name not in media:
+        return None
+    try:
+        return decode_image(media[name], limits)
+    except InvalidInput as err:  # decode_image names the reference image's field
+        raise refuse(name, str(err).removeprefix("image: ")) from None

@@ -100,6 +100,7 @@ class InteractAvatarModel(kserve.Model):
     def _generate(self, request: GenerationRequest, want_motion: bool) -> tuple[dict[str, bytes], dict]:
         """Runs in a worker thread: sampling, then the mp4 files (video with the speech muxed in)."""
         result = self.pipeline(request.image, request.text, request.audio, pose_video=request.pose_video,
+                               object_image=request.object_image, pose_image=request.pose_image,
                                **request.options.pipeline_kwargs())
         start = time.perf_counter()
         video, motion = result.to_mp4_bytes(with_motion=want_motion)

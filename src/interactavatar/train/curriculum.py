@@ -2,8 +2,10 @@
 
 - detection: the single motion frame of the reference image (latent frame 0), from the image and
   the text: the model must find the object and the person in the scene;
-- continuation: the whole motion with its first latent frame given clean (timestep 0);
+- continuation: the whole motion with its first latent frame given clean (timestep 0): the
+  release's frame layout, where that frame is the reference's pose;
 - generation: the whole motion from the image and the text alone.
+Every task appends the reference image at motion size as the back frame.
 One flow-matching loss serves all three; a step trains one task, drawn by the configured weights.
 """
 

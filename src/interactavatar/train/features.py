@@ -19,18 +19,23 @@ from interactavatar.model.bundle import ModelBundle
 
 @dataclass
 class FeatureCache:
-    """Per-clip features stacked along N (None where the stage does not need them).
+    """Per-clip features stacked along N (None where the stage does not need them), in the release's
+    frame layout: each stream's latent frame 0 is its clean prefix (the causal VAE encodes pixel
+    frame 0 alone), and `*_back` is the clean frame appended after the frames.
 
-    text: [N, S, Ct] (zero past each prompt's length); video: [N, Cz, F, h, w], video_reference: [N, Cz, 1, h, w];
-    motion: [N, Cz, F, hm, wm], motion_reference: [N, Cz, 1, hm, wm]; audio_windows: [N, T, window,
-    layers, D]; face_mask: [N, F, h', w'] on AIM's token grid.
+    text: [N, S, Ct] (zero past each prompt's length);
+    video: [N, Cz, F, h, w] (frame 0: the reference image), video_back: [N, Cz, 1, h, w] (the object
+    image fitted on white, `ClipDataset`'s object_image);
+    motion: [N, Cz, F, hm, wm] (frame 0: the reference's pose), motion_back: [N, Cz, 1, hm, wm] (the
+    reference image at motion size);
+    audio_windows: [N, T, window, layers, D]; face_mask: [N, F, h', w'] on AIM's token grid.
     """
 
     text: torch.Tensor
     video: torch.Tensor | None = None
-    video_reference: torch.Tensor | None = None
+    video_back: torch.Tensor | None = None
     motion: torch.Tensor | None = None
-    motion_reference: torch.Tensor | None = None
+    motion_back: torch.Tensor | None = None
     audio_windows: torch.Tensor | None = None
     face_mask: torch.Tensor | None = None
 
@@ -64,11 +69,11 @@ def build_cache(dataset: Dataset, bundle: ModelBundle, streams: set[str], device
         add("text", bundle.text_encoder(list(batch["text"]))[0])
         if "video" in streams:
             add("video", vae.encode(batch["video"].to(device)))
-            add("video_reference", vae.encode(batch["reference"].to(device)))
+            add("video_back", vae.encode(batch["object_image"][:, :, None].to(device)))
             add("face_mask", token_grid_mask(batch["face_mask"], cfg.token_grid))
         if "motion" in streams:
             add("motion", vae.encode(batch["motion"].to(device)))
-            add("motion_reference", vae.encode(batch["motion_reference"].to(device)))
+            add("motion_back", vae.encode(batch["motion_reference"].to(device)))
         if "audio" in streams:
             frames = batch["video"].shape[2]
             windows = [

@@ -1,6 +1,10 @@
 """What each stage minimises. Each objective is the module DeepSpeed wraps: it owns the trainable
 network and returns {"loss": scalar, ...metrics} for a batch of cached features.
 
+Every stage trains in the release's frame layout (the cache's, `features.FeatureCache`): latent
+frame 0 of each stream is its clean prefix (timestep 0, out of the loss), and `video_back` /
+`motion_back` are the clean frames appended after the frames.
+
 Every random draw comes from the micro-batch's `StepRandomness`: per sample (timestep, noise,
 condition dropout) from that sample's own generator, per step (curriculum task, pose-driven) from the
 step's. So a sample is noised alike on any rank, and a resumed run repeats an uninterrupted one.
@@ -89,7 +93,9 @@ class VAEObjective(nn.Module):
 
 
 class PIMObjective(nn.Module):
-    """Stage 1: PIM alone on the detection / continuation / generation curriculum."""
+    """Stage 1: PIM alone on the detection / continuation / generation curriculum (`task_latents`):
+    detection denoises the reference's single motion frame, continuation keeps the first frame clean
+    (the release's layout), generation denoises every frame; the back frame is `motion_back`."""
 
     def __init__(self, model: InteractAvatar, curriculum: Curriculum, shift: float, text_dropout: float = 0.1):
         super().__init__()
@@ -100,7 +106,7 @@ class PIMObjective(nn.Module):
         task = self.curriculum.task(randomness.step)
         latents, clean_frames = task_latents(task, batch["motion"])
         sigmas = _sigmas(randomness, self.shift, latents.device)
-        stream = add_noise(latents, batch["motion_reference"], sigmas, randomness.normal_like(latents), clean_frames)
+        stream = add_noise(latents, batch["motion_back"], sigmas, randomness.normal_like(latents), clean_frames)
         text = _drop_text(batch, self.text_dropout, randomness)
         loss = flow_loss(self.pim(*stream.noisy, text), stream)
         return {"loss": loss, f"loss_{task}": loss.detach()}
@@ -120,7 +126,8 @@ class AudioObjective(nn.Module):
     def forward(self, batch: dict, randomness: StepRandomness) -> dict:
         video = batch["video"]
         sigmas = _sigmas(randomness, self.shift, video.device)
-        stream = add_noise(video, batch["video_reference"], sigmas, randomness.normal_like(video))
+        # The reference image (latent frame 0) stays clean; the object image is the back frame.
+        stream = add_noise(video, batch["video_back"], sigmas, randomness.normal_like(video), clean_frames=1)
         text = _drop_text(batch, self.text_dropout, randomness)
         audio = _drop_audio(batch["audio_windows"], self.audio_dropout, randomness)
         velocity, _ = self.model(text, video=stream.noisy, audio_windows=audio, face_mask=batch["face_mask"])
@@ -129,8 +136,9 @@ class AudioObjective(nn.Module):
 
 
 class JointObjective(nn.Module):
-    """Stage 3: both streams and the aligner. Both streams share a timestep, as in sampling; now
-    and then the motion is given clean (t=0) so the pose-driven mode is trained too."""
+    """Stage 3: both streams and the aligner. Both streams share a timestep, as in sampling, and
+    keep their first frame (the reference image, its pose) clean; now and then the whole motion is
+    given clean (t=0) so the pose-driven mode is trained too."""
 
     def __init__(self, model: InteractAvatar, shift: float, text_dropout: float = 0.1, audio_dropout: float = 0.1,
                  clean_motion_probability: float = 0.1, motion_weight: float = 1.0):
@@ -142,10 +150,10 @@ class JointObjective(nn.Module):
     def forward(self, batch: dict, randomness: StepRandomness) -> dict:
         video, motion = batch["video"], batch["motion"]
         sigmas = _sigmas(randomness, self.shift, video.device)
-        video_stream = add_noise(video, batch["video_reference"], sigmas, randomness.normal_like(video))
+        video_stream = add_noise(video, batch["video_back"], sigmas, randomness.normal_like(video), clean_frames=1)
         pose_driven = torch.rand((), generator=randomness.step).item() < self.clean_motion_probability
-        clean_frames = motion.shape[2] if pose_driven else 0
-        motion_stream = add_noise(motion, batch["motion_reference"], sigmas, randomness.normal_like(motion), clean_frames)
+        clean_frames = motion.shape[2] if pose_driven else 1
+        motion_stream = add_noise(motion, batch["motion_back"], sigmas, randomness.normal_like(motion), clean_frames)
         text = _drop_text(batch, self.text_dropout, randomness)
         audio = _drop_audio(batch["audio_windows"], self.audio_dropout, randomness)
         video_velocity, motion_velocity = self.model(
