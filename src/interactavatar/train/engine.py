@@ -103,7 +103,13 @@ def create_engine(module: nn.Module, cfg: EngineConfig):
 
 
 def shutdown() -> None:
-    """Barrier, then tear down: without it gloo ranks sometimes abort at exit after training."""
+    """Barrier, then tear down: without it gloo ranks sometimes abort at exit after training.
+
+    DeepSpeed keeps a clone of the world group; it is forgotten too, so that a later engine in this
+    process (a second stage, a test) starts on the new group instead of the destroyed one."""
     if torch.distributed.is_initialized():
+        from deepspeed.utils import groups
+
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+        groups._WORLD_GROUP = None
