@@ -143,6 +143,9 @@ BAD_V1 = {
     "return_motion: not a bool": ({"options": {"return_motion": "yes"}}, "options.return_motion"),
     "pose_video: missing for pose": ({"options": {"mode": "pose"}}, "pose_video"),
     "pose_video: not a video": ({"options": {"mode": "pose"}, "pose_video": b64(b"nope")}, "pose_video"),
+    "object_image: not an image": ({"object_image": b64(b"nope")}, "object_image"),
+    "object_image: absurd size": ({"object_image": b64(png_header_only(20000, 20000))}, "object_image"),
+    "pose_image: not an image": ({"pose_image": b64(b"nope")}, "pose_image"),
     "field: unknown": ({"colour": "red"}, "instances[0].colour"),
 }
 
@@ -243,3 +246,23 @@ def test_concurrent_requests_queue_up_to_the_bound_then_get_429_and_health_stays
     assert sorted(statuses) == [200, 200, 200, 429], errors
     assert "retry" in errors[0]
     assert health_latencies and max(health_latencies) < 1.0, health_latencies
+
+
+def test_object_and_pose_images_are_decoded_for_the_pipeline(media):
+    """The release's obj_img keeps its alpha (the pipeline pastes it on white by it); the pose image
+    is RGB; both are optional."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from interactavatar.serve.contract import GenerationOptions, ServeLimits, build_request
+
+    cut_out = io.BytesIO()
+    Image.fromarray(np.zeros((10, 12, 4), np.uint8)).save(cut_out, format="PNG")
+    base = {"image": media["image"], "audio": media["audio"]}
+    request = build_request({**base, "object_image": cut_out.getvalue(), "pose_image": png_bytes(20, 30)}, "hi",
+                            GenerationOptions(), ServeLimits(), 16000, 25)
+    assert request.object_image.shape == (10, 12, 4) and request.pose_image.shape == (20, 30, 3)
+    plain = build_request(base, "hi", GenerationOptions(), ServeLimits(), 16000, 25)
+    assert plain.object_image is None and plain.pose_image is None

@@ -94,15 +94,16 @@ def decode_base64(field: str, value) -> bytes:
         raise refuse(field, f"malformed base64 ({err})") from None
 
 
-def decode_image(data: bytes, limits: ServeLimits) -> np.ndarray:
-    """PNG or JPEG bytes -> [H, W, 3] uint8; the size is checked before the pixels are decoded."""
+def decode_image(data: bytes, limits: ServeLimits, field: str = "image", mode: str = "RGB") -> np.ndarray:
+    """PNG or JPEG bytes of request field `field` -> [H, W, 3] uint8 ([H, W, 4] for mode "RGBA");
+    the size is checked before the pixels are decoded."""
     try:
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
             if image.width * image.height > limits.max_image_pixels:
-                raise refuse("image", f"{image.width}x{image.height} is more than {limits.max_image_pixels} pixels")
-            return np.asarray(image.convert("RGB"))
+                raise refuse(field, f"{image.width}x{image.height} is more than {limits.max_image_pixels} pixels")
+            return np.asarray(image.convert(mode))
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-        raise refuse("image", f"not a PNG or JPEG image ({err})") from None
+        raise refuse(field, f"not a PNG or JPEG image ({err})") from None
 
 
 def decode_audio(data: bytes, limits: ServeLimits, sample_rate: int, fps: int) -> np.ndarray:
@@ -236,15 +237,8 @@ def build_request(media: dict[str, bytes], text: str, options: GenerationOptions
         audio=decode_audio(media["audio"], limits, sample_rate, fps),
         options=options,
         pose_video=decode_video(media["pose_video"], limits) if "pose_video" in media else None,
-        object_image=_optional_image(media, "object_image", limits),
-        pose_image=_optional_image(media, "pose_image", limits),
+        # An object cut-out keeps its alpha: the pipeline pastes it on white by it, as the release does.
+        object_image=decode_image(media["object_image"], limits, "object_image", "RGBA")
+        if "object_image" in media else None,
+        pose_image=decode_image(media["pose_image"], limits, "pose_image") if "pose_image" in media else None,
     )
-
-
-def _optional_image(media: dict[str, bytes], name: str, limits: ServeLimits) -> np.ndarray | None:
-    if name not in media:
-        return None
-    try:
-        return decode_image(media[name], limits)
-    except InvalidInput as err:  # decode_image names the reference image's field
-        raise refuse(name, str(err).removeprefix("image: ")) from None
