@@ -21,6 +21,8 @@ MODES = ("interact", "motion", "audio", "pose")
 # hidden states added as they are (the last two for ablations).
 INJECTIONS = ("residual", "last", "add")
 # The registered model, the endpoint's model name, and the MLflow experiment of every run.
+# How an input image sets the model's sizes (InteractAvatarConfig.size_rule).
+SIZE_RULES = ("fixed", "release")
 MODEL_NAME = "interactavatar"
 EXPERIMENT = "interactavatar"
 # The registry gate's metrics (NAME:max|min) when none are given.
@@ -169,6 +171,10 @@ class InteractAvatarConfig:
     num_frames: int = 81
     injection: str = "residual"  # one of INJECTIONS
     gradient_checkpointing: bool = False
+    # How an input image sets the sizes: "fixed" (every input is cropped to video_size and
+    # motion_size) or "release" (the release's rule: the two sizes' short sides, the input's aspect
+    # ratio; see sizes_for).
+    size_rule: str = "fixed"
 
     def __post_init__(self) -> None:
         if self.pim.num_layers != self.aim.num_layers:
@@ -177,6 +183,8 @@ class InteractAvatarConfig:
             raise ValueError(f"config: num_frames={self.num_frames} is not 1+{self.vae.temporal_compression}k")
         if self.injection not in INJECTIONS:
             raise ValueError(f"config: injection={self.injection!r}, expected one of {INJECTIONS}")
+        if self.size_rule not in SIZE_RULES:
+            raise ValueError(f"config: size_rule={self.size_rule!r}, expected one of {SIZE_RULES}")
         for name, (h, w) in (("video_size", self.video_size), ("motion_size", self.motion_size)):
             step = self.vae.spatial_compression * self.aim.patch_size[1]
             if h % step or w % step:
@@ -195,6 +203,26 @@ class InteractAvatarConfig:
         """(rows, cols) of a video latent: video_size over the VAE's spatial compression."""
         step = self.vae.spatial_compression
         return self.video_size[0] // step, self.video_size[1] // step
+
+    def sizes_for(self, height: int, width: int) -> InteractAvatarConfig:
+        """This config at the sizes an input image of (height, width) gets. Rule "release": the
+        motion size keeps its short side and takes the input's aspect ratio, its long side rounded
+        to the nearest multiple of 128 (at least 128); the video size is the motion size times the
+        ratio of the two short sides (2.75 for the release's 704 / 256), so the token grids keep
+        that ratio exactly (16:9 -> 256x512 motion, 704x1408 video)."""
+        if self.size_rule == "fixed":
+            return self
+        motion_short, video_short = min(self.motion_size), min(self.video_size)
+        aspect = max(height, width) / min(height, width)
+        motion_long = max(128, round(motion_short * aspect / 128) * 128)
+        video_long = motion_long * video_short // motion_short
+        if video_long * motion_short != motion_long * video_short:
+            raise ValueError(f"config: size_rule 'release': a motion long side of {motion_long} gives no whole "
+                             f"video long side at {video_short}/{motion_short}")
+        portrait = height > width
+        motion = (motion_long, motion_short) if portrait else (motion_short, motion_long)
+        video = (video_long, video_short) if portrait else (video_short, video_long)
+        return dataclasses.replace(self, motion_size=motion, video_size=video)
 
     @property
     def token_grid(self) -> tuple[int, int]:
@@ -295,6 +323,7 @@ def _paper() -> InteractAvatarConfig:
         video_size=(704, 1408),
         motion_size=(256, 512),
         num_frames=101,
+        size_rule="release",
     )
 
 

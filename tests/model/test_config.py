@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from interactavatar.config import InteractAvatarConfig, preset
@@ -59,3 +61,24 @@ def test_latent_and_token_grids(name, latent_grid, token_grid, latent_frames):
     assert cfg.latent_grid == latent_grid and cfg.token_grid == token_grid
     assert cfg.latent_frames == latent_frames == cfg.latent_frames_for(cfg.num_frames)
     assert [cfg.latent_frames_for(n) for n in (1, 5, 9)] == [1, 2, 3]  # 1+4k frames -> 1+k
+
+
+@pytest.mark.parametrize(("height", "width", "motion", "video"), [
+    (720, 1280, (256, 512), (704, 1408)),  # 16:9, the release's example
+    (1280, 720, (512, 256), (1408, 704)),  # portrait: the long side is the height
+    (1080, 1440, (256, 384), (704, 1056)),  # 4:3: 341 rounds to 384
+    (600, 600, (256, 256), (704, 704)),
+])
+def test_the_release_size_rule_keeps_the_grids_at_exactly_2_75(height, width, motion, video):
+    cfg = preset("paper").sizes_for(height, width)
+    assert (cfg.motion_size, cfg.video_size) == (motion, video)
+    spatial = cfg.vae.spatial_compression * cfg.aim.patch_size[1]
+    motion_grid = (motion[0] // spatial, motion[1] // spatial)
+    assert all(v == 2.75 * m for v, m in zip(cfg.token_grid, motion_grid, strict=True))
+
+
+def test_a_fixed_size_preset_crops_every_input_to_its_size():
+    cfg = preset("demo")
+    assert cfg.size_rule == "fixed" and cfg.sizes_for(100, 300) is cfg
+    with pytest.raises(ValueError, match="size_rule"):
+        dataclasses.replace(cfg, size_rule="stretch")

@@ -75,7 +75,7 @@ def release(tmp_path_factory):
                                  conv_dim=(32,) * 7, num_conv_pos_embeddings=16,
                                  num_conv_pos_embedding_groups=2)).save_pretrained(str(root / "wav2vec2"))
     config = {**model_kwargs, "audio_proj": audio, "vae": {"kwargs": vae_kwargs, **statistics},
-              "sizes": {"video_size": [64, 64], "motion_size": [32, 32], "num_frames": 5}}
+              "sizes": {"video_size": [64, 64], "motion_size": [32, 32], "num_frames": 5, "size_rule": "fixed"}}
     (root / "release.json").write_text(json.dumps(config))
     flags = ["--transformer", root / "transformer", "--vae", root / "Wan2.2_VAE.pth", "--umt5", root / "umt5.pth",
              "--tokenizer", root / "tokenizer", "--wav2vec2", root / "wav2vec2", "--release-config", root / "release.json"]

@@ -85,6 +85,7 @@ def load_truth(clip_dir: str | Path, config: InteractAvatarConfig) -> ClipTruth:
     picks = np.minimum(np.round(np.arange(count) * stored_fps / rate).astype(int), available - 1)
 
     source = (meta.height, meta.width)
+    config = config.sizes_for(*source)  # the sizes the pipeline gives this clip's reference image
     to_video = _CoverMap(source, config.video_size)
     video = np.stack([resize_and_crop(frames[p], config.video_size) for p in picks])
     body, left_hand, right_hand = (to_video.points(points[picks]) for points in

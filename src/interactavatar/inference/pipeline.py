@@ -107,7 +107,8 @@ class InteractAvatarPipeline:
         image (the release's `dwpose_img`) is the motion's first frame and the reference at motion
         size its back frame. Without a pose image PIM first draws it from the reference image (the
         detection task, one motion frame)."""
-        cfg, bundle, device = self.cfg, self.bundle, self.device
+        # The sizes this input gets (the release's rule: its aspect ratio; else the config's own).
+        cfg, bundle, device = self.cfg.sizes_for(*image.shape[:2]), self.bundle, self.device
         sampler, audio_cfg = cfg.sampler, cfg.audio
         timings: dict[str, float] = {}
         start = time.perf_counter()

@@ -32,7 +32,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     release.add_argument("--release-config", type=Path,
                          help="JSON of the release's model arguments (default: the 5B values); optional entries "
                               '"audio_proj" (AudioProjModel widths), "vae" ({"kwargs", "latent_mean", '
-                              '"latent_std"}) and "sizes" (video_size, motion_size, num_frames)')
+                              '"latent_std"}) and "sizes" (video_size, motion_size, num_frames, size_rule)')
     release.add_argument("--max-shard-gb", type=float, default=2.0, help="largest weight shard written (default: 2)")
     release.set_defaults(func=run_import_release)
 

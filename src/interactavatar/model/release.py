@@ -226,7 +226,7 @@ def import_release(transformer: str | Path, vae: str | Path, umt5: str | Path, t
     `release_config`: the release's WanModel arguments (the 5B values where absent);
     `audio_config`: its AudioProjModel widths; `vae_config`: the VAE's `kwargs` (WanVAE_ arguments)
     and per-channel `latent_mean` / `latent_std` (the release's Wan2.2 values where absent);
-    `sizes`: video_size, motion_size, num_frames (the `paper` preset's where absent). The
+    `sizes`: video_size, motion_size, num_frames, size_rule (the `paper` preset's where absent). The
     transformer is streamed tensor by tensor into shards of at most `max_shard_bytes`, in its own dtype.
     """
     import shutil
@@ -245,7 +245,7 @@ def import_release(transformer: str | Path, vae: str | Path, umt5: str | Path, t
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: the release's {name} folder not found")
     base = preset("paper")
-    unknown = set(sizes or {}) - {"video_size", "motion_size", "num_frames"}
+    unknown = set(sizes or {}) - {"video_size", "motion_size", "num_frames", "size_rule"}
     if unknown:
         raise ValueError(f"release config: unknown size(s) {sorted(unknown)}")
     base = dataclasses.replace(base, **{k: tuple(v) if isinstance(v, list) else v for k, v in (sizes or {}).items()})
