@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from interactavatar.config import preset
-from interactavatar.model.release import config_from_release, release_tensor_files, state_dict_from_release, transformer_tensors
+from interactavatar.model.release import config_from_release, release_tensors, state_dict_from_release, transformer_tensors
 from interactavatar.model.interact_avatar import InteractAvatar
 from interactavatar.model.weights import write_sharded_weights
 
@@ -53,7 +53,7 @@ if method == "streaming":
     write_sharded_weights(out, transformer_tensors(source, cfg), max_shard_bytes=1 << 30)
 else:
     release = {}
-    for path in sorted(set(release_tensor_files(source).values())):
+    for path in sorted({tensor.path for tensor in release_tensors(source).values()}):
         release.update(load_file(str(path)))
     converted = state_dict_from_release(release, ours, str(source))
     out.mkdir(parents=True, exist_ok=True)

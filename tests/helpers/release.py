@@ -46,3 +46,30 @@ def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, atol: 
     difference = (actual.double() - expected.double()).abs().max().item()
     torch.testing.assert_close(actual.double(), expected.double(), atol=atol, rtol=rtol,
                                msg=lambda message: f"{name}: max |diff| {difference:.3g}\n{message}")
+
+
+def release_model(oracle: Oracle):
+    """Our InteractAvatar at a DiT fixture's sizes (the tiny preset around it), holding the fixture's
+    weights through the release key map, loaded strictly."""
+    from interactavatar.config import preset
+    from interactavatar.model import InteractAvatar
+    from interactavatar.model.release import config_from_release, state_dict_from_release
+
+    config = oracle.config
+    cfg = config_from_release(config["model_kwargs"], config["module_overrides"]["audio_proj"]["kwargs"],
+                              base=preset("tiny"))
+    network = InteractAvatar(cfg).eval()
+    weights = state_dict_from_release(oracle.weights, network.state_dict(), f"{oracle.folder}/weights.safetensors")
+    network.load_state_dict(weights, strict=True)
+    return network
+
+
+def release_stream(latents: torch.Tensor, timestep: torch.Tensor, prefix: int, back: int):
+    """A release stream input [B, C, F + back, H, W] as our Noisy: the back frames apart, and the
+    release's per-token timesteps as per-frame ones (0 on the `prefix` clean frames)."""
+    from interactavatar.model import Noisy
+
+    frames = latents.shape[2] - back
+    timesteps = timestep.reshape(-1, 1).expand(latents.shape[0], frames).clone()
+    timesteps[:, :prefix] = 0
+    return Noisy(latents[:, :, :frames], latents[:, :, frames:], timesteps)

@@ -4,10 +4,10 @@ the fixture's tolerance. Every size comes from the fixture's config.json."""
 
 import pytest
 import torch
-from helpers.release import Oracle, assert_close
+from helpers.release import Oracle, assert_close, release_model, release_stream
 
 from interactavatar.config import preset
-from interactavatar.model import InteractAvatar, Noisy
+from interactavatar.model import InteractAvatar
 from interactavatar.model.release import config_from_release, state_dict_from_release
 
 pytestmark = pytest.mark.release_parity
@@ -20,22 +20,10 @@ def oracle():
 
 @pytest.fixture(scope="module")
 def model(oracle):
-    config = oracle.config
-    audio = config["module_overrides"]["audio_proj"]["kwargs"]
-    assert config["module_overrides"]["blocks.*.audio_cross_attn"]["kwargs"]["encoder_hidden_states_dim"] == audio["output_dim"]
-    cfg = config_from_release(config["model_kwargs"], audio, base=preset("tiny"))
-    network = InteractAvatar(cfg).eval()
-    weights = state_dict_from_release(oracle.weights, network.state_dict(), "dit/weights.safetensors")
-    network.load_state_dict(weights, strict=True)
-    return network
-
-
-def _stream(latents: torch.Tensor, timestep: torch.Tensor, prefix: int, back: int) -> Noisy:
-    """The release's per-token timesteps as our per-frame ones: 0 on the prefix frames."""
-    frames = latents.shape[2] - back
-    timesteps = timestep.reshape(-1, 1).expand(latents.shape[0], frames).clone()
-    timesteps[:, :prefix] = 0
-    return Noisy(latents[:, :, :frames], latents[:, :, frames:], timesteps)
+    overrides = oracle.config["module_overrides"]
+    assert (overrides["blocks.*.audio_cross_attn"]["kwargs"]["encoder_hidden_states_dim"]
+            == overrides["audio_proj"]["kwargs"]["output_dim"])
+    return release_model(oracle)
 
 
 def _run(model, oracle, case: str, hooks: dict | None = None):
@@ -46,8 +34,8 @@ def _run(model, oracle, case: str, hooks: dict | None = None):
     audio = None if kwargs["audio_embedding"] is None else take(kwargs["audio_embedding"])
     (text,) = [take(item) for item in kwargs["context_list"]]
     with torch.no_grad():
-        return model(text[None], video=_stream(take(kwargs["x"]), take(kwargs["t"]), prefix, back),
-                     motion=_stream(take(kwargs["motion"]), take(kwargs["motion_t"]), prefix, back),
+        return model(text[None], video=release_stream(take(kwargs["x"]), take(kwargs["t"]), prefix, back),
+                     motion=release_stream(take(kwargs["motion"]), take(kwargs["motion_t"]), prefix, back),
                      audio_windows=audio, face_mask=None, skip_block=None)
 
 

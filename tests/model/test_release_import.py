@@ -18,14 +18,13 @@ import soundfile
 import torch
 from helpers.datasets import TINY, make_dataset
 from helpers.model_server import RunningServer
-from helpers.release import Oracle, assert_close
+from helpers.release import Oracle, assert_close, release_stream
 from PIL import Image
 from safetensors.torch import save_file
 
 from interactavatar.cli import main
 from interactavatar.inference.client import EndpointClient
 from interactavatar.io.media import read_video
-from interactavatar.model import Noisy
 from interactavatar.model.bundle import load_bundle
 from interactavatar.model.text import umt5_config_from_release, umt5_key_map
 from interactavatar.model.wan_vae import WanVAE, release_names, vae_config_from_release
@@ -97,11 +96,7 @@ def test_the_imported_model_computes_the_releases_forward(imported, release):
     bundle = load_bundle(imported)
     inputs, case = dit.inputs, dit.config["cases"]["a2mv"]["forward_kwargs"]
     back = dit.config["model_kwargs"]["back_append_frame"]
-
-    def stream(latents, t):
-        timesteps = t.reshape(1, 1).expand(1, latents.shape[2] - back).clone()
-        timesteps[:, : case["prefix_len"]] = 0
-        return Noisy(latents[:, :, :-back], latents[:, :, -back:], timesteps)
+    stream = lambda latents, t: release_stream(latents, t, case["prefix_len"], back)  # noqa: E731
 
     with torch.no_grad():
         video, motion = bundle.model(inputs["context"][None], stream(inputs["x"], inputs["t_750"]),

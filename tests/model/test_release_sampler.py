@@ -4,13 +4,10 @@ latents. Every size and argument comes from the fixture's config.json."""
 
 import pytest
 import torch
-from helpers.release import Oracle, assert_close
+from helpers.release import Oracle, assert_close, release_model
 
-from interactavatar.config import preset
-from interactavatar.model import InteractAvatar
 from interactavatar.model.audio import window_features
 from interactavatar.model.flow import Conditioning, release_timesteps, sample
-from interactavatar.model.release import config_from_release, state_dict_from_release
 
 pytestmark = pytest.mark.release_parity
 MODES = {"a2mv": "interact", "ap2v": "pose"}
@@ -23,13 +20,7 @@ def oracle():
 
 @pytest.fixture(scope="module")
 def model(oracle):
-    config = oracle.config
-    cfg = config_from_release(config["model_kwargs"], config["module_overrides"]["audio_proj"]["kwargs"],
-                              base=preset("tiny"))
-    network = InteractAvatar(cfg).eval()
-    network.load_state_dict(state_dict_from_release(oracle.weights, network.state_dict(), "sampler/weights"),
-                            strict=True)
-    return network
+    return release_model(oracle)
 
 
 def test_timestep_grid_is_the_releases_exactly(oracle):

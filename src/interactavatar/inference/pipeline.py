@@ -3,6 +3,7 @@ with a reference image, a sentence and speech to get the video (and the motion t
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,11 @@ class InteractAvatarPipeline:
         self.cfg = bundle.cfg
         self.device = torch.device(device)
 
+    @functools.cached_property
+    def negative_text(self) -> torch.Tensor:
+        """The negative prompt's features, encoded once: they are the same for every request."""
+        return self.bundle.text_encoder([self.cfg.sampler.negative_prompt])[0]
+
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: torch.device | str = "cpu") -> InteractAvatarPipeline:
         return cls(load_bundle(directory, device), device)
@@ -127,8 +133,7 @@ class InteractAvatarPipeline:
         video_back = encode(fit_on_white(object_image, cfg.video_size))
         motion_back = encode(resize_and_crop(image, cfg.motion_size))
         motion_prefix = None if pose_image is None else encode(resize_and_crop(pose_image, cfg.motion_size))
-        negative = null_text(text_features) if not sampler.negative_prompt else \
-            bundle.text_encoder([sampler.negative_prompt])[0]
+        negative = self.negative_text if sampler.negative_prompt else null_text(text_features)
         driving_motion = None
         if mode == "pose":
             if pose_video is None:

@@ -15,13 +15,14 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors import safe_open
 
 from interactavatar.config import InteractAvatarConfig, StreamConfig, VAEConfig
 from interactavatar.model.interact_avatar import InteractAvatar
-from interactavatar.model.weights import LazyTensor
+from interactavatar.model.weights import SAFETENSORS_DTYPES, LazyTensor, load_checkpoint
 
 # The release's 5B model arguments (WanModel's defaults); its audio projection's hard-coded widths.
 RELEASE_5B = {"patch_size": [1, 2, 2], "text_len": 512, "in_dim": 48, "dim": 3072, "ffn_dim": 14336,
@@ -136,8 +137,17 @@ TRANSFORMER_WEIGHTS = "diffusion_pytorch_model.safetensors"
 TRANSFORMER_INDEX = "diffusion_pytorch_model.safetensors.index.json"
 
 
-def release_tensor_files(folder: str | Path) -> dict[str, Path]:
-    """Each tensor of the release's transformer folder, by key, with the file that holds it."""
+class ReleaseTensor(NamedTuple):
+    """Where one tensor of the release's transformer lies, and what it is (from the file's header)."""
+
+    path: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
+def release_tensors(folder: str | Path) -> dict[str, ReleaseTensor]:
+    """Each tensor of the release's transformer folder, by key: its file, dtype and shape, read
+    from each file's header once (no tensor is read)."""
     folder = Path(folder)
     if (folder / TRANSFORMER_WEIGHTS).is_file():
         files = [folder / TRANSFORMER_WEIGHTS]
@@ -146,13 +156,16 @@ def release_tensor_files(folder: str | Path) -> dict[str, Path]:
     else:
         raise FileNotFoundError(f"{folder}: neither {TRANSFORMER_WEIGHTS} nor {TRANSFORMER_INDEX} (the release's "
                                 "transformer folder)")
-    located: dict[str, Path] = {}
+    dtypes = {name: dtype for dtype, name in SAFETENSORS_DTYPES.items()}
+    located: dict[str, ReleaseTensor] = {}
     for path in files:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: shard listed in {TRANSFORMER_INDEX} not found")
         try:
             with safe_open(str(path), framework="pt") as handle:
-                located.update(dict.fromkeys(handle.keys(), path))
+                for key in handle.keys():
+                    piece = handle.get_slice(key)
+                    located[key] = ReleaseTensor(path, dtypes[piece.get_dtype()], tuple(piece.get_shape()))
         except Exception as err:  # safetensors raises its own error types for a foreign file
             raise ValueError(f"{path}: not a safetensors file ({err})") from err
     return located
@@ -161,27 +174,20 @@ def release_tensor_files(folder: str | Path) -> dict[str, Path]:
 def transformer_tensors(folder: str | Path, cfg: InteractAvatarConfig) -> list[LazyTensor]:
     """The release transformer's tensors under our names, in our order, each read from its file
     only when it is written: the whole checkpoint is never in memory."""
-    located = release_tensor_files(folder)
-    shapes, dtypes = {}, {}
-    for key, path in located.items():
-        with safe_open(str(path), framework="pt") as handle:
-            piece = handle.get_slice(key)
-            shapes[key], dtypes[key] = tuple(piece.get_shape()), _DTYPES[piece.get_dtype()]
+    located = release_tensors(folder)
     with torch.device("meta"):
         ours = {name: tuple(tensor.shape) for name, tensor in InteractAvatar(cfg).state_dict().items()}
-    plan = conversion_plan(shapes, ours, str(folder))
+    plan = conversion_plan({key: source.shape for key, source in located.items()}, ours, str(folder))
     by_name = {name: key for key, name in plan.items()}
 
     def reader(key: str, shape: tuple[int, ...]):
         def read() -> torch.Tensor:
-            with safe_open(str(located[key]), framework="pt") as handle:
+            with safe_open(str(located[key].path), framework="pt") as handle:
                 return handle.get_tensor(key).reshape(shape)
         return read
 
-    return [LazyTensor(name, dtypes[by_name[name]], shape, reader(by_name[name], shape)) for name, shape in ours.items()]
-
-
-_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
+    return [LazyTensor(name, located[by_name[name]].dtype, shape, reader(by_name[name], shape))
+            for name, shape in ours.items()]
 
 
 def umt5_sizes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, int]:
@@ -193,23 +199,6 @@ def umt5_sizes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, int]:
     return {"vocab": vocab, "dim": dim, "dim_attn": state_dict["blocks.0.attn.q.weight"].shape[0],
             "dim_ffn": state_dict["blocks.0.ffn.fc1.weight"].shape[0], "num_heads": num_heads,
             "num_layers": layers, "num_buckets": num_buckets}
-
-
-def _load_checkpoint(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """A .pth (loaded as tensors only: no pickled code runs, and it is memory-mapped) or safetensors."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # torch raises several kinds for a file that is not a tensor archive
-        raise ValueError(f"{path}: not a {what} checkpoint ({err})") from err
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: {what} checkpoint holds a {type(loaded).__name__}, not a state dict")
-    return loaded
 
 
 def import_release(transformer: str | Path, vae: str | Path, umt5: str | Path, tokenizer: str | Path,
@@ -255,7 +244,7 @@ def import_release(transformer: str | Path, vae: str | Path, umt5: str | Path, t
         cfg = config_from_release(release_config or {}, audio_config, base=base, vae=wan_vae.cfg)
     except ValueError as err:
         raise ValueError(f"{vae}: {err}") from err
-    text_weights = _load_checkpoint(Path(umt5), "umT5 encoder")
+    text_weights = load_checkpoint(umt5, "umT5 encoder checkpoint")
     sizes = umt5_sizes(text_weights)
     if sizes["dim"] != cfg.text.dim:
         raise ValueError(f"{umt5}: umT5 width {sizes['dim']}, the transformer's text_dim is {cfg.text.dim}")

@@ -25,7 +25,7 @@ from torch import nn
 
 from interactavatar.config import WAN22_LATENT_MEAN, WAN22_LATENT_STD, VAEConfig
 from interactavatar.model.vae import check_pixels
-from interactavatar.model.weights import load_dataclass, save_config_and_weights
+from interactavatar.model.weights import load_checkpoint, load_dataclass, save_config_and_weights
 
 # What the release's `Wan2_2_VAE` builds its `WanVAE_` with (TI2V-5B). `dec_dim` is `WanVAE_`'s own
 # default: `Wan2_2_VAE` never passes one.
@@ -224,13 +224,7 @@ class WanVAE(nn.Module):
                                 latent_mean=WAN22_LATENT_MEAN, latent_std=WAN22_LATENT_STD) -> WanVAE:
         """Load the release's `Wan2.2_VAE.pth` (or a .safetensors with its keys); `save_pretrained`
         then writes it as a model directory's vae/ folder."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: Wan2.2 VAE checkpoint not found")
-        if path.suffix == ".safetensors":
-            state_dict = load_file(str(path))
-        else:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state_dict = load_checkpoint(path, "Wan2.2 VAE checkpoint")
         return cls.from_release(state_dict, kwargs, latent_mean, latent_std, source=str(path))
 
     def load_release_state_dict(self, state_dict: Mapping[str, torch.Tensor], source: str = "release state dict") -> None:

@@ -42,8 +42,27 @@ def load_dataclass(cls, path: str | Path):
 # A model directory holds its weights as one file, or (imported or large models) as shards listed
 # by an index, under the names transformers and diffusers use.
 WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
-_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
                        torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def load_checkpoint(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """A checkpoint file's state dict: safetensors, or a .pth loaded as tensors only (no pickled code
+    runs) and memory-mapped. Errors name the file and `what` it should have held."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # torch raises several kinds for a file that is not a tensor archive
+        raise ValueError(f"{path}: not a {what} ({err})") from err
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: {what} holds a {type(loaded).__name__}, not a state dict")
+    return loaded
 
 
 def read_model_weights(directory: str | Path) -> dict[str, torch.Tensor]:
@@ -89,9 +108,9 @@ def write_safetensors_streaming(path: str | Path, tensors: list[LazyTensor], met
     header: dict = {"__metadata__": metadata} if metadata else {}
     offset = 0
     for tensor in tensors:
-        if tensor.dtype not in _SAFETENSORS_DTYPES:
+        if tensor.dtype not in SAFETENSORS_DTYPES:
             raise ValueError(f"{path}: {tensor.name} has dtype {tensor.dtype}, which safetensors cannot store")
-        header[tensor.name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+        header[tensor.name] = {"dtype": SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
                                "data_offsets": [offset, offset + tensor.nbytes]}
         offset += tensor.nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()
