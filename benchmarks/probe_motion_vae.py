@@ -25,14 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interactavatar.config import preset
+from interactavatar.config import VAEConfig, preset
 from interactavatar.data.dataset import ClipDataset
 from interactavatar.data.render import decode_frame
 from interactavatar.evaluate.metrics import grounding_metrics
 from interactavatar.evaluate.truth import load_truth, split_clips
 from interactavatar.inference.pipeline import to_frames, to_pixels
-from interactavatar.model.vae import CausalVAE
+from interactavatar.model.vae import CausalVAE, load_vae
 from interactavatar.train.objectives import foreground_weights, palette_class_weights
+
+# The demo preset's VAE when this probe ran (2026-11-25); the demo uses AutoencoderKLWan since 2026-12-03.
+CAUSAL_DEMO_VAE = VAEConfig(latent_channels=16, base_channels=16, channel_multipliers=(1, 2, 4),
+                            temporal_downsample_levels=(0, 1), patch_size=2)
 
 VARIANTS = {
     "foreground x20, posterior sample (the stage's earlier objective)": {},
@@ -54,7 +58,7 @@ def moving_mask(pixels: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
 
 def train_motion_vae(motions: torch.Tensor, variant: dict, steps: int, batch_size: int) -> tuple[CausalVAE, float]:
     """motions [N, 3, F, H, W] in [-1, 1] -> (trained VAE, seconds)."""
-    cfg = preset("demo").vae
+    cfg = CAUSAL_DEMO_VAE
     if "temporal_downsample_levels" in variant:
         cfg = dataclasses.replace(cfg, temporal_downsample_levels=variant["temporal_downsample_levels"])
     torch.manual_seed(0)
@@ -72,7 +76,7 @@ def train_motion_vae(motions: torch.Tensor, variant: dict, steps: int, batch_siz
         else:
             weights = foreground_weights(pixels, 20.0) + variant.get("moving", 0.0) * moving_mask(pixels)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
-        loss = ((vae.decode(latents) - pixels).abs() * weights).mean() + 1e-6 * kl
+        loss = ((vae.decode(latents, clamp=False) - pixels).abs() * weights).mean() + 1e-6 * kl
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.5)
@@ -109,7 +113,7 @@ def main() -> None:
     motions = torch.stack([dataset[i]["motion"] for i in range(len(dataset))])
     print(f"| VAE | train s | {' | '.join(METRICS)} |\n|---|---|{'---|' * len(METRICS)}")
     if args.shared_vae:
-        scores = round_trip(CausalVAE.from_pretrained(args.shared_vae).eval(), args.data, args.num_clips)
+        scores = round_trip(load_vae(args.shared_vae).eval(), args.data, args.num_clips)
         print(f"| shared stage ({args.shared_vae.name}) | | {' | '.join(f'{scores[k]:.3f}' for k in METRICS)} |")
     chosen = {name: v for name, v in VARIANTS.items() if not args.variants or any(name.startswith(p) for p in args.variants)}
     for name, variant in chosen.items():

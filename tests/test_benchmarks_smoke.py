@@ -46,3 +46,15 @@ def test_training_benchmark_runs_both_loops():
     row = result["rows"][0]
     _assert_ratios(row, ["ratio", "ratio CPU time"])
     assert row["samples/s DeepSpeed"] > 0 and row["peak RSS MB"] > 0
+
+
+def test_vae_benchmark_trains_and_scores_both_kinds():
+    from benchmarks import bench_vae
+
+    result = bench_vae.run(quick=True)
+    rows = {row["kind"]: row for row in result["rows"]}
+    assert set(rows) == {"causal", "wan"}
+    for row in rows.values():
+        assert row["train_s"] > 0 and row["peak_rss_mb"] > 0 and row["params"] > 0
+        assert 0 <= row["ssim"] <= 1 and row["psnr"] > 0  # scored by evaluation's metrics
+    assert result["summary"]["latest"] > 0

@@ -23,6 +23,8 @@ INJECTIONS = ("residual", "last", "add")
 # The registered model, the endpoint's model name, and the MLflow experiment of every run.
 # How an input image sets the model's sizes (InteractAvatarConfig.size_rule).
 SIZE_RULES = ("fixed", "release")
+# The release's video token grid over its motion token grid, on both axes (704 / 256 px = 11 / 4).
+RELEASE_GRID_RATIO = (11, 4)
 MODEL_NAME = "interactavatar"
 EXPERIMENT = "interactavatar"
 # The registry gate's metrics (NAME:max|min) when none are given.
@@ -96,6 +98,18 @@ class VAEConfig:
                     raise ValueError(f"vae: per-channel {name} needs kind 'wan' (kind {self.kind!r} takes one number)")
                 if len(value) != self.latent_channels:
                     raise ValueError(f"vae: {name} has {len(value)} values for {self.latent_channels} latent channels")
+
+    def as_kind(self, kind: str) -> VAEConfig:
+        """This VAE's compression, latent width and base width in architecture `kind`. To "wan":
+        Wan2.2's layout, two residual blocks per level and the last level as wide as the one before
+        (its residual downsampling cannot widen a level it does not shrink: (1, 2, 4) -> (1, 2, 2))."""
+        if kind == self.kind:
+            return self
+        multipliers = self.channel_multipliers
+        if kind == "wan":
+            multipliers = (*multipliers[:-1], multipliers[-2]) if len(multipliers) > 1 else multipliers
+        return dataclasses.replace(self, kind=kind, channel_multipliers=multipliers, num_res_blocks=2,
+                                   decoder_base_channels=None, latent_mean=0.0, latent_std=1.0)
 
     @property
     def spatial_compression(self) -> int:
@@ -189,6 +203,12 @@ class InteractAvatarConfig:
             step = self.vae.spatial_compression * self.aim.patch_size[1]
             if h % step or w % step:
                 raise ValueError(f"config: {name}={h}x{w} is not a multiple of {step}")
+        # The aligner resizes PIM's token grid onto AIM's; the release's weights learned that map at
+        # exactly 2.75 on both axes (motion 256 -> video 704 px), so every config keeps it.
+        for axis, motion, video in zip(("height", "width"), self.motion_token_grid, self.token_grid, strict=True):
+            if video * RELEASE_GRID_RATIO[1] != motion * RELEASE_GRID_RATIO[0]:
+                raise ValueError(f"config: the {axis} token grids are {motion} (motion_size) and {video} (video_size); "
+                                 f"the release keeps video = 2.75 x motion on both axes")
 
     @property
     def latent_frames(self) -> int:
@@ -229,6 +249,13 @@ class InteractAvatarConfig:
         """(rows, cols) of AIM's video tokens per latent frame: the latent grid over the patch size."""
         (rows, cols), (_, patch_rows, patch_cols) = self.latent_grid, self.aim.patch_size
         return rows // patch_rows, cols // patch_cols
+
+    @property
+    def motion_token_grid(self) -> tuple[int, int]:
+        """(rows, cols) of PIM's motion tokens per latent frame."""
+        step = self.vae.spatial_compression
+        _, patch_rows, patch_cols = self.pim.patch_size
+        return self.motion_size[0] // step // patch_rows, self.motion_size[1] // step // patch_cols
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -273,7 +300,9 @@ def build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
 
 
 def _tiny() -> InteractAvatarConfig:
-    stream = StreamConfig(dim=32, num_layers=2, num_heads=2, ffn_dim=64, freq_dim=32)
+    # Patch 1 keeps the release's exact 2.75 between the token grids (4x4 motion, 11x11 video) at
+    # small images: the grids need multiples of 4 and 11 tokens.
+    stream = StreamConfig(dim=32, num_layers=2, num_heads=2, ffn_dim=64, freq_dim=32, patch_size=(1, 1, 1))
     return InteractAvatarConfig(
         name="tiny",
         pim=stream,
@@ -283,7 +312,7 @@ def _tiny() -> InteractAvatarConfig:
         text=TextConfig(kind="random", dim=32, max_tokens=16),
         audio=AudioConfig(kind="random", num_layers=2, feature_dim=16, tokens_per_frame=4, projection_dim=32),
         sampler=SamplerConfig(steps=4),
-        video_size=(64, 64),
+        video_size=(88, 88),
         motion_size=(32, 32),
         num_frames=5,
     )
@@ -295,12 +324,16 @@ def _demo() -> InteractAvatarConfig:
         name="demo",
         pim=StreamConfig(dim=128, num_layers=4, num_heads=4, ffn_dim=384, freq_dim=64),
         aim=StreamConfig(dim=128, num_layers=4, num_heads=4, ffn_dim=384, freq_dim=64),
-        vae=VAEConfig(latent_channels=16, base_channels=16, channel_multipliers=(1, 2, 4),
-                      temporal_downsample_levels=(0, 1), patch_size=2),
+        # The release's VAE architecture (diffusers' AutoencoderKLWan) at 8x: in the demo's VAE
+        # budget its round trip keeps far more of the motion videos than our CausalVAE (PCK body
+        # 0.845 vs 0.632, hands 0.471 vs 0.404) for 1.36x the stage's time (BENCHMARKS.md, vae).
+        vae=VAEConfig(kind="wan", latent_channels=16, base_channels=16, channel_multipliers=(1, 2, 2),
+                      temporal_downsample_levels=(0, 1), patch_size=2, num_res_blocks=2),
         text=TextConfig(kind="minilm", dim=384, max_tokens=32),
         audio=AudioConfig(kind="random", num_layers=4, feature_dim=64, tokens_per_frame=8, projection_dim=128),
         sampler=SamplerConfig(steps=20),
-        video_size=(128, 128),
+        # The release's 2.75 between the token grids: 4x4 motion tokens, 11x11 video tokens.
+        video_size=(176, 176),
         motion_size=(64, 64),
         num_frames=17,
     )

@@ -11,7 +11,7 @@ from helpers.datasets import DEMO, make_dataset
 
 @pytest.fixture(scope="session")
 def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four clips at the demo preset's size (128x128, 17 frames, 25 fps), seed 7. Treat as read-only."""
+    """Four clips at the demo preset's size (176x176, 17 frames, 25 fps), seed 7. Treat as read-only."""
     return make_dataset(tmp_path_factory.mktemp("demo") / "dataset", num_clips=4, seed=7, spec=DEMO)
 
 

@@ -40,7 +40,7 @@ def test_ingest_video_folder(video_folder, demo_dataset, tmp_path):
     assert read_manifest(out) == entries
     for entry, original in zip(entries, read_manifest(demo_dataset), strict=False):
         meta, source = read_meta(out / entry.path), read_meta(demo_dataset / original.path)
-        assert (meta.num_frames, meta.fps, meta.width, meta.height) == (17, 25.0, 128, 128)
+        assert (meta.num_frames, meta.fps, meta.width, meta.height) == (17, 25.0, 176, 176)
         assert meta.text == source.text
         np.testing.assert_array_equal(meta.body, source.body)
         assert (out / entry.path / "video.mp4").read_bytes() == (demo_dataset / original.path / "video.mp4").read_bytes()
@@ -75,7 +75,8 @@ def release_cases(demo_dataset, tmp_path):
         meta = read_meta(clip)
         frames, _ = read_video(clip / "video.mp4")
         Image.fromarray(frames[0]).save(folder / "assets" / f"ref{index}.png")
-        poses = render_clip(meta.body, meta.left_hand, meta.right_hand, meta.target_boxes(), (256, 256), (128, 128))
+        poses = render_clip(meta.body, meta.left_hand, meta.right_hand, meta.target_boxes(), (256, 256),
+                            (meta.height, meta.width))
         samples, rate = soundfile.read(clip / "audio.wav")
         stereo = np.stack([samples, samples], 1)
         soundfile.write(folder / "assets" / f"speech{index}.wav", np.interp(
@@ -106,7 +107,7 @@ def test_ingest_release_cases(release_cases, demo_dataset, tmp_path, capsys):
         assert meta.extra["structured_prompt"].startswith("(")
         frames = 1 if entry.clip_id == "case-0" else 13
         visible = source.body[:frames, :, 2] > 0
-        # Read back from a 256 px pose image, scaled to the 128 px reference: within a pixel.
+        # Read back from a 256 px pose image, scaled to the 176 px reference: within a pixel.
         assert np.abs(meta.body[:frames][visible][:, :2] - source.body[:frames][visible][:, :2]).max() <= 1.0
         assert meta.objects[0][0].label == source.extra["target"] and meta.objects[0][0].target
         np.testing.assert_allclose(meta.objects[0][0].as_array(), source.target_boxes()[0], atol=1.5)

@@ -48,16 +48,16 @@ def test_clip_contents_match_meta(demo_dataset):
     for entry in entries:
         meta = read_meta(demo_dataset / entry.path)
         info = probe_video(demo_dataset / entry.path / "video.mp4")
-        assert (info.num_frames, info.fps, info.width, info.height) == (17, 25.0, 128, 128)
+        assert (info.num_frames, info.fps, info.width, info.height) == (17, 25.0, 176, 176)
         samples, rate = soundfile.read(demo_dataset / entry.path / "audio.wav")
         assert rate == 16000 and samples.ndim == 1 and len(samples) == 17 * 640
         assert meta.split == entry.split and meta.clip_id == entry.clip_id
         assert np.isfinite(meta.body).all() and np.isfinite(meta.right_hand).all()
         visible = meta.body[..., 2] > 0
-        assert (meta.body[visible][:, :2] >= 0).all() and (meta.body[visible][:, 0] < 128).all()
-        assert (meta.body[visible][:, 1] < 128).all()
+        assert (meta.body[visible][:, :2] >= 0).all() and (meta.body[visible][:, 0] < 176).all()
+        assert (meta.body[visible][:, 1] < 176).all()
         boxes = meta.target_boxes()
-        assert np.isfinite(boxes).all() and (boxes >= 0).all() and (boxes <= 128).all()
+        assert np.isfinite(boxes).all() and (boxes >= 0).all() and (boxes <= 176).all()
 
 
 def test_sentence_names_the_target_unambiguously(tmp_path):

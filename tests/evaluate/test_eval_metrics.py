@@ -39,9 +39,16 @@ def test_ground_truth_scores_the_ceiling(truths):
     assert summary["ssim"] == pytest.approx(1.0, abs=1e-4)
     assert summary["psnr"] == PSNR_CAP_DB
     assert summary["identity_similarity"] > 0.99
-    # Each clip's mouth follows its speech without delay.
-    assert all(s["sync_offset"] == 0 for s in scores) and summary["sync_confidence"] > 0.5
+    assert summary["sync_confidence"] > 0.5
     assert sum(s["contact_accuracy"] is not None for s in scores) >= 3
+
+
+def test_ground_truth_is_in_sync_at_the_demo_size(demo_truths):
+    # Each clip's mouth follows its speech without delay. At the demo's 17 frames, not the tiny
+    # preset's 5: four frame-to-frame changes are too few to place a lag (1 of 12 tiny clips misses).
+    scores = [score_clip(t.video, t.motion, t) for t in demo_truths]
+    assert [s["sync_offset"] for s in scores] == [0.0] * len(demo_truths)
+    assert min(s["sync_confidence"] for s in scores) > 0.5
 
 
 def test_black_motion_finds_nothing(truths):

@@ -10,8 +10,8 @@ from interactavatar.config import preset
 from interactavatar.data.synth import SynthSpec, synthesize
 from interactavatar.data.versioning import make_versioned_dataset
 
-TINY = SynthSpec.from_config(preset("tiny"))  # 64x64, 5 frames at 25 fps
-DEMO = SynthSpec.from_config(preset("demo"))  # 128x128, 17 frames at 25 fps
+TINY = SynthSpec.from_config(preset("tiny"))  # 88x88, 5 frames at 25 fps
+DEMO = SynthSpec.from_config(preset("demo"))  # 176x176, 17 frames at 25 fps
 DVC = str(Path(sys.executable).parent / "dvc")
 
 

@@ -51,16 +51,22 @@ def test_streams_must_pair_layer_for_layer():
         InteractAvatarConfig.from_dict(cfg)
 
 
-@pytest.mark.parametrize(("name", "latent_grid", "token_grid", "latent_frames"), [
-    ("tiny", (8, 8), (4, 4), 2),  # 64x64 video, 8x VAE, 2x2 patches; 5 frames
-    ("demo", (16, 16), (8, 8), 5),  # 128x128, 8x, 2x2; 17 frames
-    ("paper", (44, 88), (22, 44), 26),  # 704x1408, 16x, 2x2; 101 frames
+@pytest.mark.parametrize(("name", "latent_grid", "token_grid", "motion_token_grid", "latent_frames"), [
+    ("tiny", (11, 11), (11, 11), (4, 4), 2),  # 88x88 video, 32x32 motion, 8x VAE, 1x1 patches; 5 frames
+    ("demo", (22, 22), (11, 11), (4, 4), 5),  # 176x176, 64x64, 8x, 2x2; 17 frames
+    ("paper", (44, 88), (22, 44), (8, 16), 26),  # 704x1408, 256x512, 16x, 2x2; 101 frames
 ])
-def test_latent_and_token_grids(name, latent_grid, token_grid, latent_frames):
+def test_latent_and_token_grids(name, latent_grid, token_grid, motion_token_grid, latent_frames):
     cfg = preset(name)
     assert cfg.latent_grid == latent_grid and cfg.token_grid == token_grid
+    assert cfg.motion_token_grid == motion_token_grid  # every preset keeps the release's 2.75 exactly
     assert cfg.latent_frames == latent_frames == cfg.latent_frames_for(cfg.num_frames)
     assert [cfg.latent_frames_for(n) for n in (1, 5, 9)] == [1, 2, 3]  # 1+4k frames -> 1+k
+
+
+def test_a_config_off_the_releases_grid_ratio_is_refused():
+    with pytest.raises(ValueError, match=r"height token grids are 4 \(motion_size\) and 8 \(video_size\)"):
+        dataclasses.replace(preset("demo"), video_size=(128, 176))
 
 
 @pytest.mark.parametrize(("height", "width", "motion", "video"), [

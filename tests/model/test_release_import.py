@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from interactavatar.cli import main
 from interactavatar.inference.client import EndpointClient
 from interactavatar.io.media import read_video
+from interactavatar.io.model_refs import Lineage, read_lineage
 from interactavatar.model.bundle import load_bundle
 from interactavatar.model.text import umt5_config_from_release, umt5_key_map
 from interactavatar.model.wan_vae import WanVAE, release_names, vae_config_from_release
@@ -74,7 +75,7 @@ def release(tmp_path_factory):
                                  conv_dim=(32,) * 7, num_conv_pos_embeddings=16,
                                  num_conv_pos_embedding_groups=2)).save_pretrained(str(root / "wav2vec2"))
     config = {**model_kwargs, "audio_proj": audio, "vae": {"kwargs": vae_kwargs, **statistics},
-              "sizes": {"video_size": [64, 64], "motion_size": [32, 32], "num_frames": 5, "size_rule": "fixed"}}
+              "sizes": {"video_size": [352, 352], "motion_size": [128, 128], "num_frames": 5, "size_rule": "fixed"}}
     (root / "release.json").write_text(json.dumps(config))
     flags = ["--transformer", root / "transformer", "--vae", root / "Wan2.2_VAE.pth", "--umt5", root / "umt5.pth",
              "--tokenizer", root / "tokenizer", "--wav2vec2", root / "wav2vec2", "--release-config", root / "release.json"]
@@ -119,7 +120,7 @@ def test_generate_and_serve_take_the_imported_model(imported, tmp_path):
     out = tmp_path / "out.mp4"
     assert main(["generate", "--model", str(imported), "--image", str(image), "--audio", str(speech), "--text",
                  "The man lifts the red cup", "-o", str(out), "--steps", "2"]) == 0
-    assert read_video(out)[0].shape == (5, 64, 64, 3)
+    assert read_video(out)[0].shape == (5, 352, 352, 3)
     server = RunningServer(imported, tmp_path / "server.log")
     try:
         server.wait_ready()
@@ -129,7 +130,7 @@ def test_generate_and_serve_take_the_imported_model(imported, tmp_path):
     finally:
         server.stop()
     (tmp_path / "served.mp4").write_bytes(result.videos["video"])
-    assert read_video(tmp_path / "served.mp4")[0].shape == (5, 64, 64, 3)
+    assert read_video(tmp_path / "served.mp4")[0].shape == (5, 352, 352, 3)
 
 
 def test_joint_training_starts_from_the_imported_model(imported, tmp_path):
@@ -138,7 +139,7 @@ def test_joint_training_starts_from_the_imported_model(imported, tmp_path):
     # Its own process, as a user runs it: training ends by tearing down torch.distributed.
     result = subprocess.run(
         [sys.executable, "-m", "interactavatar.cli", "train", "joint", "--preset", "tiny", "--data", str(data),
-         "--vae", str(imported / "vae"), "--pim", str(imported), "--audio", str(imported), "--out", str(out),
+         "--init", str(imported), "--out", str(out),
          "--steps", "2", "--batch-size", "2", "--checkpoint-every", "2", "--log-every", "1"],
         capture_output=True, text=True, timeout=600,
         env=os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
@@ -148,3 +149,7 @@ def test_joint_training_starts_from_the_imported_model(imported, tmp_path):
     before = load_bundle(imported).model.state_dict()
     after = trained.model.state_dict()
     assert any(not torch.equal(before[name], after[name]) for name in before), "two steps changed no weight"
+    # The release's own aligner is trained further, not replaced by a fresh zero one.
+    aligner = [name for name in before if name.startswith("aligner.")]
+    assert aligner and any(before[name].abs().sum() > 0 for name in aligner)
+    assert read_lineage(imported) == Lineage("release") and read_lineage(out) == Lineage("model", str(imported))

@@ -41,44 +41,93 @@ def test_committed_component_yamls_are_up_to_date(tmp_path):
             f"components/{path.name} is stale: run `interactavatar pipeline compile`"
 
 
+def _tasks(spec: dict) -> dict[str, dict]:
+    """Every task of the compiled pipeline, nested condition DAGs included, by name."""
+    found, pending = {}, [spec["root"]["dag"]["tasks"]]
+    while pending:
+        for name, task in pending.pop().items():
+            found[name] = task
+            component = spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:
+                pending.append(component["dag"]["tasks"])
+    return found
+
+
+TRAINING = ("vae-pretrain", "pim-pretrain", "audio-pretrain", "joint-finetune", "warm-start-finetune")
+
+
 def test_pipeline_shape():
     spec, platform = yaml.safe_load_all((REPO / COMPILED).read_text())
-    tasks = spec["root"]["dag"]["tasks"]
-    deploy_task = spec["components"]["comp-condition-1"]["dag"]["tasks"]["deploy"]
-    for name, task in {**tasks, "deploy": deploy_task}.items():
-        if name.startswith("condition"):
-            continue
-        assert task["taskInfo"]["name"] != name, f"{name}: no display name"
+    tasks = _tasks(spec)
+    for name, task in tasks.items():
+        if not name.startswith("condition"):
+            assert task["taskInfo"]["name"] != name, f"{name}: no display name"
     dependencies = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
-    assert dependencies["pim-pretrain"] == dependencies["audio-pretrain"] == {"validate-data", "vae-pretrain"}
+    assert dependencies["pim-pretrain"] == dependencies["audio-pretrain"] == {"vae-pretrain"}
     assert {"pim-pretrain", "audio-pretrain"} <= dependencies["joint-finetune"]
-    assert tasks["register"]["cachingOptions"] == {}  # caching off (enableCache absent = false)
-    condition = next(t for t in tasks.values() if "triggerPolicy" in t)
-    assert "register" in condition["triggerPolicy"]["condition"]
+    # Two branches on the pinned init model: from scratch (four stages) or a warm start (one).
+    branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
+    scratch, warm = (branches[name]["triggerPolicy"]["condition"] for name in sorted(branches))
+    assert scratch == "inputs.parameter_values['pipelinechannel--resolve-init-model-Output'] == ''"
+    assert warm == f"!({scratch})"
+    assert dependencies["register"] == {"evaluate", "joint-finetune"}
+    assert dependencies["register-2"] == {"evaluate-2", "warm-start-finetune"}
+    for name in ("register", "register-2", "deploy", "deploy-2"):
+        assert tasks[name]["cachingOptions"] == {}, name  # caching off (enableCache absent = false)
+    deploys = [t for t in tasks.values() if "register" in t.get("triggerPolicy", {}).get("condition", "")]
+    assert len(deploys) == 2
     kubernetes = platform["platforms"]["kubernetes"]
-    joint = kubernetes["deploymentSpec"]["executors"]["exec-joint-finetune"]
-    assert joint["secretAsEnv"][0]["secretName"] == "interactavatar-s3"
-    assert joint["tolerations"][0]["key"] == "nvidia.com/gpu"
-    assert joint["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+    for name in ("joint-finetune", "warm-start-finetune"):
+        executor = kubernetes["deploymentSpec"]["executors"][f"exec-{name}"]
+        assert executor["secretAsEnv"][0]["secretName"] == "interactavatar-s3"
+        assert executor["tolerations"][0]["key"] == "nvidia.com/gpu"
+        assert executor["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
     executors = spec["deploymentSpec"]["executors"]
     # Training tasks take their GPU count from a run parameter (0 when they only launch a TrainJob).
     joint_accelerator = executors["exec-joint-finetune"]["container"]["resources"]["accelerator"]
     assert joint_accelerator["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--train_task_gpus']}}"
     assert executors["exec-evaluate"]["container"]["resources"]["accelerator"]["resourceCount"] == "1"
-    for name in ("vae-pretrain", "pim-pretrain", "audio-pretrain", "joint-finetune"):
+    for name in TRAINING:
         inputs = tasks[name]["inputs"]["parameters"]
-        assert inputs["num_nodes"] == {"componentInputParameter": "train_num_nodes"}, name
-        assert inputs["gpus_per_node"] == {"componentInputParameter": "train_gpus_per_node"}, name
+        # The task's GPU count is also an argument: it runs one torchrun process per GPU, and KFP
+        # passes a parameter into a condition's DAG only when a task there takes it as an argument
+        # (a resource placeholder alone leaves it undefined: "input argument ... not found").
+        assert inputs["task_gpus"] == {"componentInputParameter": "pipelinechannel--train_task_gpus"}, name
+        assert inputs["num_nodes"] == {"componentInputParameter": "pipelinechannel--train_num_nodes"}, name
+        assert inputs["gpus_per_node"] == {"componentInputParameter": "pipelinechannel--train_gpus_per_node"}, name
         assert inputs["trainer_image"]["runtimeValue"]["constant"] == IMAGE, name
         # A preempted training task is retried once (a multi-node one resumes from S3).
         assert tasks[name]["retryPolicy"]["maxRetryCount"] == 1, name
     # PIM trains at its own batch size and learning rate.
     pim_inputs = tasks["pim-pretrain"]["inputs"]["parameters"]
-    assert pim_inputs["batch_size"] == {"componentInputParameter": "pim_batch_size"}
-    assert pim_inputs["learning_rate"] == {"componentInputParameter": "pim_learning_rate"}
-    assert tasks["vae-pretrain"]["inputs"]["parameters"]["batch_size"] == {"componentInputParameter": "vae_batch_size"}
+    assert pim_inputs["batch_size"] == {"componentInputParameter": "pipelinechannel--pim_batch_size"}
+    assert pim_inputs["learning_rate"] == {"componentInputParameter": "pipelinechannel--pim_learning_rate"}
+    assert tasks["vae-pretrain"]["inputs"]["parameters"]["batch_size"] == {
+        "componentInputParameter": "pipelinechannel--vae_batch_size"}
+    assert tasks["warm-start-finetune"]["inputs"]["parameters"]["init_model"] == {
+        "componentInputParameter": "pipelinechannel--resolve-init-model-Output"}
     assert "retryPolicy" not in tasks["register"]
     assert spec["root"]["inputDefinitions"]["parameters"]["train_num_nodes"]["defaultValue"] == 1
+    assert spec["root"]["inputDefinitions"]["parameters"]["init_model"]["defaultValue"] == ""
+
+
+def test_every_cached_step_is_keyed_on_the_resolved_data_commit():
+    """A recurring run names its data by a moving revision (HEAD, a branch). validate_data resolves
+    it and is never cached, and every training task takes the resolved commit as a parameter: KFP's
+    cache key holds it, so two runs over different commits train twice, and a cache hit means the
+    same data. The alias a warm start names moves too: its resolution is never cached either."""
+    spec, _ = yaml.safe_load_all((REPO / COMPILED).read_text())
+    tasks = _tasks(spec)
+    assert tasks["validate-data"]["cachingOptions"] == {} and tasks["resolve-init-model"]["cachingOptions"] == {}
+    commit = {"componentInputParameter": "pipelinechannel--validate-data-Output"}
+    for name in TRAINING:
+        assert tasks[name]["cachingOptions"] == {"enableCache": True}, name
+        assert tasks[name]["inputs"]["parameters"]["data_rev"] == commit, name
+    for name in ("evaluate", "evaluate-2"):  # evaluation reads only the dataset fetched at that commit
+        assert tasks[name]["inputs"]["artifacts"]["dataset"]["componentInputArtifact"] == \
+            "pipelinechannel--validate-data-dataset", name
+    for name in ("register", "register-2"):
+        assert tasks[name]["inputs"]["parameters"]["data_rev"] == commit, name
 
 
 def test_validate_data_fetches_at_a_revision_and_fails_on_bad_data(data_repo, tmp_path):

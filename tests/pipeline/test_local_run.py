@@ -10,13 +10,24 @@ import sys
 import mlflow
 import pytest
 import yaml
-from helpers.datasets import DVC, git, make_data_repo
+from helpers.datasets import DVC, TINY, git, make_data_repo
+
+from interactavatar.data.synth import synthesize
+from interactavatar.data.versioning import DATA_PATH
 
 pytestmark = pytest.mark.integration
 
 STEPS = ["--param", "preset=tiny", "--param", "vae_steps=2", "--param", "pim_steps=2", "--param", "audio_steps=2",
          "--param", "joint_steps=2", "--param", "batch_size=2", "--param", "vae_batch_size=2", "--param", "pim_batch_size=2", "--param", "eval_clips=1", "--param", "eval_steps=2",
          "--param", "apply_deployment=false"]
+
+
+def _run_pipeline(repo, work, env, *params):
+    result = subprocess.run(
+        [sys.executable, "-m", "interactavatar.cli", "pipeline", "run", "--local", "--data-repo", str(repo),
+         "--work", str(work), *STEPS, *params], env=env, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(result.stdout[result.stdout.rindex("{"):])
 
 
 def test_pipeline_runs_locally_from_versioned_data_to_a_deployable_champion(tmp_path, local_stack):
@@ -28,12 +39,7 @@ def test_pipeline_runs_locally_from_versioned_data_to_a_deployable_champion(tmp_
     shutil.rmtree(repo / ".dvc" / "cache")  # the run must fetch the data from S3
     revision = git(repo, "rev-parse", "HEAD")
 
-    result = subprocess.run(
-        [sys.executable, "-m", "interactavatar.cli", "pipeline", "run", "--local", "--data-repo", str(repo),
-         "--data-rev", revision, "--work", str(tmp_path / "work"), *STEPS],
-        env=env, capture_output=True, text=True, timeout=1500)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads(result.stdout[result.stdout.rindex("{"):])
+    summary = _run_pipeline(repo, tmp_path / "work", env, "--data-rev", revision)
 
     server = local_stack["MLFLOW_TRACKING_URI"]
     client = mlflow.MlflowClient(tracking_uri=server, registry_uri=server)
@@ -53,3 +59,25 @@ def test_pipeline_runs_locally_from_versioned_data_to_a_deployable_champion(tmp_
     assert len(manifests) == 1
     isvc = yaml.safe_load(manifests[0].read_text())
     assert isvc["spec"]["predictor"]["model"]["storageUri"].startswith("s3://mlflow/artifacts/")
+
+    # A scheduled retraining: a data engineer versions two more clips, and the run (data_rev HEAD,
+    # init_model=champion) fine-tunes the champion on them instead of training four stages anew.
+    synthesize(repo / DATA_PATH, num_clips=8, seed=5, spec=TINY)  # the first 6 clips stay as they were
+    subprocess.run([DVC, "add", "-q", DATA_PATH], cwd=repo, check=True, env=env)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "two more clips")
+    subprocess.run([DVC, "push", "-q"], cwd=repo, check=True, env=env)
+    second = _run_pipeline(repo, tmp_path / "work2", env, "--param", "init_model=champion")
+    (retrained,) = client.search_model_versions(f"name='interactavatar' and tags.pipeline_run_id = '{second['parent_run_id']}'")
+    assert retrained.tags["data_rev"] == git(repo, "rev-parse", "HEAD") != revision  # HEAD, resolved
+    assert retrained.tags["lineage.origin"] == "model"
+    assert retrained.tags["lineage.parent"] == f"models:/interactavatar/{champion.version}"
+    assert retrained.tags["lineage.parent_version"] == str(champion.version)
+    stages = {r.data.tags.get("stage") for r in client.search_runs(
+        [training.info.experiment_id], f"tags.mlflow.parentRunId = '{second['parent_run_id']}'")}
+    assert stages & {"vae", "pim", "audio"} == set() and {"joint", "evaluate"} <= stages
+    from interactavatar.registry.mlflow import lineage
+
+    chain = lineage(retrained.version, tracking_uri=server)
+    assert [(e["version"], e["origin"]) for e in chain] == [(str(retrained.version), "model"),
+                                                             (str(champion.version), "scratch")]

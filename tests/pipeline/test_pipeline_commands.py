@@ -112,8 +112,9 @@ def test_schedule_creates_a_recurring_run_with_the_six_field_cron(kfp_api, capsy
     assert recurring["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * *"}}
     assert recurring["mode"] == "ENABLE" and recurring["no_catchup"] is True and recurring["max_concurrency"] == 1
     assert recurring["pipeline_spec"] == compiled_pipeline()
-    # data_rev is a String parameter: "3" stays a string.
-    assert recurring["runtime_config"]["parameters"] == {"data_repo": DATA_REPO, "data_rev": "3"}
+    # data_rev is a String parameter: "3" stays a string. A recurring run retrains the champion.
+    assert recurring["runtime_config"]["parameters"] == {"data_repo": DATA_REPO, "data_rev": "3",
+                                                         "init_model": "champion"}
 
 
 @pytest.mark.parametrize(("arguments", "error"), [

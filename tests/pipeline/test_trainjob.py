@@ -84,9 +84,9 @@ def cluster(tmp_path, monkeypatch, s3_server):
 def train_vae_on_two_nodes(dataset, out, output_uri):
     return vae_pretrain.python_func(
         dataset=artifact(dsl.Dataset, dataset), preset="tiny", steps=2, batch_size=2, learning_rate=2e-3, seed=0,
-        vae_weights_uri="", parent_run_id="", vae=artifact(dsl.Model, out, output_uri), num_nodes=2, gpus_per_node=2,
-        trainer_runtime="torch-distributed", trainer_namespace="kubeflow", trainer_image=IMAGE,
-        trainjob_staging_uri=f"s3://{BUCKET}/staging")
+        vae_weights_uri="", video_crop=0, parent_run_id="", vae=artifact(dsl.Model, out, output_uri), num_nodes=2,
+        gpus_per_node=2, trainer_runtime="torch-distributed", trainer_namespace="kubeflow", trainer_image=IMAGE,
+        trainjob_staging_uri=f"s3://{BUCKET}/staging", task_gpus=0, data_rev="")
 
 
 def objects_under(prefix):

@@ -9,7 +9,7 @@ from interactavatar.train.stages import run_stage
 
 @pytest.fixture(scope="session")
 def train_dataset(tmp_path_factory):
-    """Eight synthetic clips at the tiny preset's size (64x64, 5 frames), seed 3. Read-only."""
+    """Eight synthetic clips at the tiny preset's size (88x88, 5 frames), seed 3. Read-only."""
     return make_dataset(tmp_path_factory.mktemp("train-data") / "dataset", num_clips=8, seed=3)
 
 

@@ -64,12 +64,18 @@ def runs(tmp_path_factory, train_dataset, trained):
 
 @pytest.fixture(scope="module")
 def two_processes(runs, train_dataset, trained):
-    """Two processes with micro-batch 2 under torchrun, tracked in the same store."""
+    """Two processes with micro-batch 2 under torchrun, tracked in the same store: as a pipeline
+    training task in a pod with two GPUs launches them (`train_stage`, task_gpus 2)."""
+    from interactavatar.cluster.trainjob import TrainJobSettings
+    from interactavatar.pipeline.steps import train_stage
+
     out = runs / "two_processes"
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{runs}/mlflow.db")
-    done = subprocess.run(torchrun(train_pim(train_dataset, trained / "vae", out, 2)), capture_output=True,
-                          text=True, timeout=300, env=env, cwd=runs)
-    assert done.returncode == 0, done.stderr[-3000:]
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{runs}/mlflow.db"
+    try:
+        stage = spec_from_args(build_parser().parse_args(train_pim(train_dataset, trained / "vae", out, 2)))
+        assert train_stage(stage, TrainJobSettings(num_nodes=1), output_uri="", task_gpus=2) == out
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
     return out
 
 

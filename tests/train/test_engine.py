@@ -25,3 +25,19 @@ def test_an_engine_starts_again_after_a_shutdown():
             engine.step()
         assert engine.global_steps == 3 and engine.module.weight.detach().lt(1).all()
         shutdown()
+
+
+def test_without_warmup_the_first_step_trains_at_the_full_rate():
+    # DeepSpeed's WarmupLR would run the first two steps at lr 0 (it reads 0 before it starts).
+    engine = create_engine(Square(), EngineConfig(micro_batch_size=1, learning_rate=0.1))
+    engine.backward(engine(torch.ones(3))["loss"])
+    engine.step()
+    # AdamW's first step moves every weight by the learning rate (the sign of its gradient).
+    torch.testing.assert_close(engine.module.weight.detach(), torch.full((3,), 0.9))
+    assert engine.get_lr() == [0.1]
+    shutdown()
+    warm = create_engine(Square(), EngineConfig(micro_batch_size=1, learning_rate=0.1, warmup_steps=4))
+    warm.backward(warm(torch.ones(3))["loss"])
+    warm.step()
+    assert warm.module.weight.detach().gt(0.9).all()  # still ramping up
+    shutdown()

@@ -59,10 +59,10 @@ FINGER_LENGTHS = (0.7, 0.95, 1.0, 0.93, 0.8)
 
 @dataclass
 class SynthSpec:
-    """Clip geometry; the defaults are the demo preset's (128x128, 17 frames at 25 fps)."""
+    """Clip geometry; the defaults are the demo preset's (176x176, 17 frames at 25 fps)."""
 
-    width: int = 128
-    height: int = 128
+    width: int = 176
+    height: int = 176
     num_frames: int = 17
     fps: float = 25.0
     sample_rate: int = 16000

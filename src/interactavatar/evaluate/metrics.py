@@ -156,17 +156,36 @@ def envelope_change(envelope: np.ndarray) -> np.ndarray:
 def mouth_motion(frames: np.ndarray, face_boxes: np.ndarray) -> np.ndarray:
     """frames [T, H, W, 3] uint8, face_boxes [T, 4] -> [T - 1]: mean absolute pixel change into
     each frame inside the mouth window (the lower half and central half-width of the face box; its
-    size fixed by the first box, so that rounding never changes which pixels are compared).
-    Change, not darkness: an open mouth is darker than light skin but not than dark skin."""
+    size fixed by the first box). Change, not darkness: an open mouth is darker than light skin but
+    not than dark skin.
+
+    The window follows the box at sub-pixel positions (bilinear): at small sizes a window rounded
+    to whole pixels jumps a pixel as the head moves, at other moments than the mouth does, and that
+    jump is as large as the mouth's own change (88 px video: 4 of 12 true clips scored off sync)."""
     height, width = frames.shape[1:3]
     x0, y0, x1, y1 = face_boxes[0]
     window_w, window_h = max(1, round((x1 - x0) / 2)), max(1, round((y1 - y0) / 2))
     windows = []
     for frame, (a, b, c, d) in zip(frames, face_boxes, strict=True):
-        left = int(np.clip(round((a + c) / 2 - window_w / 2), 0, width - window_w))
-        top = int(np.clip(round((b + d) / 2), 0, height - window_h))
-        windows.append(frame[top: top + window_h, left: left + window_w].astype(np.float64))
+        left = float(np.clip((a + c) / 2 - window_w / 2, 0, width - window_w))
+        top = float(np.clip((b + d) / 2, 0, height - window_h))
+        windows.append(_bilinear_window(frame.astype(np.float64), top, left, window_h, window_w))
     return np.abs(np.diff(np.stack(windows), axis=0)).mean(axis=(1, 2, 3)) / 255.0
+
+
+def _bilinear_window(image: np.ndarray, top: float, left: float, height: int, width: int) -> np.ndarray:
+    """The [height, width, C] window of image [H, W, C] whose first pixel centre sits at (top, left),
+    sampled bilinearly (edges clamped)."""
+    def axis(start: float, count: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        points = np.clip(start + np.arange(count), 0, size - 1)
+        low = np.floor(points).astype(int)
+        return low, np.minimum(low + 1, size - 1), points - low
+
+    (y0, y1, wy), (x0, x1, wx) = axis(top, height, image.shape[0]), axis(left, width, image.shape[1])
+    wy, wx = wy[:, None, None], wx[None, :, None]
+    rows0, rows1 = image[y0], image[y1]
+    return ((rows0[:, x0] * (1 - wx) + rows0[:, x1] * wx) * (1 - wy)
+            + (rows1[:, x0] * (1 - wx) + rows1[:, x1] * wx) * wy)
 
 
 def sync_scores(mouth: np.ndarray, audio: np.ndarray, max_offset: int = 4,

@@ -5,11 +5,12 @@
     vae/                   config.yaml + model.safetensors of the VAE (its kind: ours, or the Wan2.2 VAE)
     text_encoder/          only for encoders not loadable by path (the tiny random one)
     audio_encoder/         likewise (wav2vec2 is random on machines without its weights)
+    lineage.json           where the weights came from: scratch, the release, or a parent model
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ import torch
 
 from interactavatar.config import InteractAvatarConfig, preset
 from interactavatar.io.files import atomic_directory
+from interactavatar.io.model_refs import Lineage, read_lineage, write_lineage
 from interactavatar.model.audio import AudioEncoder
 from interactavatar.model.interact_avatar import InteractAvatar
 from interactavatar.model.text import TextEncoder
@@ -34,6 +36,7 @@ class ModelBundle:
     vae: CausalVAE | WanVAE
     text_encoder: TextEncoder
     audio_encoder: AudioEncoder
+    lineage: Lineage = field(default_factory=Lineage)
 
     def to(self, device: torch.device | str) -> ModelBundle:
         for part in (self.model, self.vae, self.text_encoder, self.audio_encoder):
@@ -69,6 +72,7 @@ def write_model_files(bundle: ModelBundle, directory: str | Path) -> None:
                                                           and getattr(bundle.cfg, kind).kind != "minilm"):
             with atomic_directory(directory / name) as staging:
                 encoder.save(staging)
+    write_lineage(directory, bundle.lineage)
     save_config_and_weights(directory, bundle.cfg, bundle.model.state_dict())
 
 
@@ -96,6 +100,7 @@ def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> Mo
         load_vae(directory / "vae").eval(),
         TextEncoder.from_config(cfg.text, path=text_dir if text_dir.is_dir() else None),
         AudioEncoder.from_config(cfg.audio, path=audio_dir if audio_dir.is_dir() else None),
+        read_lineage(directory),
     )
     return bundle.to(device)
 

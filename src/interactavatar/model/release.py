@@ -224,6 +224,7 @@ def import_release(transformer: str | Path, vae: str | Path, umt5: str | Path, t
 
     from interactavatar.config import TextConfig, preset
     from interactavatar.io.files import atomic_directory
+    from interactavatar.io.model_refs import Lineage, write_lineage
     from interactavatar.model.text import umt5_config_from_release, umt5_state_dict_from_release
     from interactavatar.model.wan_vae import WanVAE
     from interactavatar.model.weights import write_sharded_weights
@@ -273,5 +274,6 @@ def import_release(transformer: str | Path, vae: str | Path, umt5: str | Path, t
         AutoTokenizer.from_pretrained(str(paths["tokenizer"])).save_pretrained(str(staging / "text_encoder"))
         del encoder, text_weights
         shutil.copytree(paths["wav2vec2"], staging / "audio_encoder")
+        write_lineage(staging, Lineage("release"))
         cfg.save(staging / "config.yaml")
     return Path(out)

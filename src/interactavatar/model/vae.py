@@ -143,23 +143,28 @@ class CausalVAE(nn.Module):
         mean, logvar = self.encoder_out(x).chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
+    def normalize(self, latents: torch.Tensor) -> torch.Tensor:
+        """Raw latents (the encoder's scale) -> the unit-scale latents diffusion sees."""
+        return (latents - self.cfg.latent_mean) / self.cfg.latent_std
+
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Deterministic, normalised latents (the distribution's mean): [B, Cz, 1+k, H/s, W/s]."""
         mean, _ = self.encode_distribution(pixels)
-        return (mean - self.cfg.latent_mean) / self.cfg.latent_std
+        return self.normalize(mean)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents [B, Cz, 1+k, h, w] -> pixels [B, 3, 1+4k, h*s, w*s], about [-1, 1].
+    def decode(self, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """Normalised latents [B, Cz, 1+k, h, w] -> pixels [B, 3, 1+4k, h*s, w*s] in [-1, 1].
 
-        Not clamped: a clamp would zero the gradient of every pixel predicted past the range, and a
-        VAE that overshoots on thin bright lines (motion videos) would never pull them back. Clamp
-        when turning the result into an image.
+        Training decodes with `clamp=False`: a clamp would zero the gradient of every pixel predicted
+        past the range, and a VAE that overshoots on thin bright lines (motion videos) would never
+        pull them back.
         """
         x = self.decoder_in(latents * self.cfg.latent_std + self.cfg.latent_mean)
         for level in self.decoder_levels:
             x = level(x)
         p = self.cfg.patch_size
-        return rearrange(self.decoder_out(x), "b (c ph pw) t h w -> b c t (h ph) (w pw)", ph=p, pw=p)
+        pixels = rearrange(self.decoder_out(x), "b (c ph pw) t h w -> b c t (h ph) (w pw)", ph=p, pw=p)
+        return pixels.clamp(-1.0, 1.0) if clamp else pixels
 
     def save_pretrained(self, directory: str | Path) -> None:
         save_config_and_weights(directory, self.cfg, self.state_dict())

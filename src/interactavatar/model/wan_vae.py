@@ -265,16 +265,21 @@ class WanVAE(nn.Module):
         posterior = self.model.encode(pixels.to(self._dtype())).latent_dist
         return posterior.mean, posterior.logvar
 
+    def normalize(self, latents: torch.Tensor) -> torch.Tensor:
+        """Raw latents (the encoder's scale) -> per-channel normalised latents (float32)."""
+        latents = latents.float()
+        shift, inverse_std = self._scale(latents)
+        return (latents - shift) * inverse_std
+
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Deterministic latents: the posterior mean, normalised per channel, [B, Cz, 1+k, H/s, W/s] (float32)."""
         mean, _ = self.encode_distribution(pixels)
-        mean = mean.float()
-        shift, inverse_std = self._scale(mean)
-        return (mean - shift) * inverse_std
+        return self.normalize(mean)
 
     def decode(self, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
         """Normalised latents [B, Cz, 1+k, h, w] -> pixels [B, 3, 1+4k, h*s, w*s] (float32), clamped
-        to [-1, 1] as the release does. `clamp=False` (diagnosis) runs the same decoder unclamped."""
+        to [-1, 1] as the release does. `clamp=False` (training, diagnosis) runs the same decoder
+        unclamped, so that pixels predicted past the range keep their gradient."""
         if latents.shape[1] != self.cfg.latent_channels:
             raise ValueError(f"vae: latents with {latents.shape[1]} channels; the VAE has {self.cfg.latent_channels}")
         shift, inverse_std = self._scale(latents.float())

@@ -149,7 +149,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _params(args: argparse.Namespace) -> dict:
-    return {"data_repo": args.data_repo, "data_rev": args.data_rev, **parse_params(args.param)}
+    params = {"data_repo": args.data_repo, "data_rev": args.data_rev, **parse_params(args.param)}
+    if getattr(args, "pipeline_command", None) == "schedule":
+        # A recurring run retrains the champion on the new data (`--param init_model=` for scratch).
+        params.setdefault("init_model", "champion")
+    return params
 
 
 def run_compile(args: argparse.Namespace) -> int:

@@ -17,6 +17,9 @@ The training components share these arguments (`steps.TrainingSettings`):
     trainer_namespace: where the TrainJob runs (holding the S3 Secret and endpoints ConfigMap).
     trainer_image: the nodes' image (this project's image).
     trainjob_staging_uri: s3:// prefix where the job's inputs and output model directory are staged.
+    task_gpus: GPUs of the task's own pod (its accelerator limit): more than one trains under
+        torchrun, one process per GPU.
+    data_rev: the data's resolved commit (validate_data's output), so that KFP caches per commit.
 """
 
 from kfp import dsl
@@ -24,8 +27,8 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from interactavatar.cluster.names import IMAGE
 
-__all__ = ["validate_data", "vae_pretrain", "pim_pretrain", "audio_pretrain", "joint_finetune", "evaluate",
-           "register", "deploy"]
+__all__ = ["validate_data", "resolve_init_model", "vae_pretrain", "pim_pretrain", "audio_pretrain", "joint_finetune",
+           "warm_start_finetune", "evaluate", "register", "deploy"]
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -49,41 +52,60 @@ def validate_data(data_repo: str, data_rev: str, data_path: str, dataset: Output
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
+def resolve_init_model(init_model: str, model_name: str) -> str:
+    """The model a warm start trains from, pinned now.
+
+    Args:
+        init_model: "" (from scratch), "champion", a models:/ reference, an s3:// URI or a path.
+        model_name: the registered model whose champion "champion" means.
+    Returns:
+        "" for scratch; models:/NAME/VERSION for a registry reference (an alias resolved to the
+        version it names now); a URI or path as it is.
+    """
+    from interactavatar.pipeline.steps import resolve_init_task
+
+    return resolve_init_task(init_model, model_name) if init_model else ""
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def vae_pretrain(dataset: Input[Dataset], preset: str, steps: int, batch_size: int, learning_rate: float,
-                 seed: int, vae_weights_uri: str, parent_run_id: str, vae: Output[Model], num_nodes: int,
+                 seed: int, vae_weights_uri: str, video_crop: int, parent_run_id: str, vae: Output[Model], num_nodes: int,
                  gpus_per_node: int, trainer_runtime: str, trainer_namespace: str, trainer_image: str,
-                 trainjob_staging_uri: str):
-    """Train the shared causal VAE, or take pretrained weights when `vae_weights_uri` is given.
+                 trainjob_staging_uri: str, task_gpus: int, data_rev: str):
+    """Train the shared VAE, or take pretrained weights when `vae_weights_uri` is given.
 
     Args:
         dataset: the validated dataset.
         vae_weights_uri: s3:// or local folder with config.yaml + model.safetensors; empty: train.
+        video_crop: train video steps on random square crops of this many pixels (0: whole frames).
         vae: the VAE folder.
-        preset ... trainjob_staging_uri: the training settings (module docstring).
+        preset ... data_rev: the training settings (module docstring).
     """
     from interactavatar.pipeline.steps import TrainingSettings, vae_task
 
     settings = TrainingSettings(preset, steps, batch_size, learning_rate, seed, parent_run_id, num_nodes,
-                                gpus_per_node, trainer_runtime, trainer_namespace, trainer_image, trainjob_staging_uri)
-    vae_task(dataset, vae, settings, vae_weights_uri)
+                                gpus_per_node, trainer_runtime, trainer_namespace, trainer_image, trainjob_staging_uri,
+                                task_gpus, data_rev)
+    vae_task(dataset, vae, settings, vae_weights_uri, video_crop)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def pim_pretrain(dataset: Input[Dataset], vae: Input[Model], preset: str, steps: int, batch_size: int,
                  learning_rate: float, seed: int, curriculum: str, parent_run_id: str, pim: Output[Model],
                  num_nodes: int, gpus_per_node: int, trainer_runtime: str, trainer_namespace: str,
-                 trainer_image: str, trainjob_staging_uri: str):
+                 trainer_image: str, trainjob_staging_uri: str, task_gpus: int, data_rev: str):
     """PIM pretrain on the detection / continuation / generation curriculum.
 
     Args:
         curriculum: "detection,continuation,generation" weights ("0,1,1": the no-detection ablation).
         pim: the model directory (PIM trained).
-        preset ... trainjob_staging_uri: the training settings (module docstring).
+        preset ... data_rev: the training settings (module docstring).
     """
     from interactavatar.pipeline.steps import TrainingSettings, train_task
 
     settings = TrainingSettings(preset, steps, batch_size, learning_rate, seed, parent_run_id, num_nodes,
-                                gpus_per_node, trainer_runtime, trainer_namespace, trainer_image, trainjob_staging_uri)
+                                gpus_per_node, trainer_runtime, trainer_namespace, trainer_image, trainjob_staging_uri,
+                                task_gpus, data_rev)
     train_task("pim", dataset, pim, settings, inputs={"vae": vae}, curriculum=curriculum)
 
 
@@ -91,17 +113,18 @@ def pim_pretrain(dataset: Input[Dataset], vae: Input[Model], preset: str, steps:
 def audio_pretrain(dataset: Input[Dataset], vae: Input[Model], preset: str, steps: int, batch_size: int,
                    learning_rate: float, seed: int, parent_run_id: str, audio: Output[Model], num_nodes: int,
                    gpus_per_node: int, trainer_runtime: str, trainer_namespace: str, trainer_image: str,
-                   trainjob_staging_uri: str):
+                   trainjob_staging_uri: str, task_gpus: int, data_rev: str):
     """AIM audio pretrain: audio and text conditioning, no motion.
 
     Args:
         audio: the model directory (AIM trained with audio).
-        preset ... trainjob_staging_uri: the training settings (module docstring).
+        preset ... data_rev: the training settings (module docstring).
     """
     from interactavatar.pipeline.steps import TrainingSettings, train_task
 
     settings = TrainingSettings(preset, steps, batch_size, learning_rate, seed, parent_run_id, num_nodes,
-                                gpus_per_node, trainer_runtime, trainer_namespace, trainer_image, trainjob_staging_uri)
+                                gpus_per_node, trainer_runtime, trainer_namespace, trainer_image, trainjob_staging_uri,
+                                task_gpus, data_rev)
     train_task("audio", dataset, audio, settings, inputs={"vae": vae})
 
 
@@ -109,19 +132,43 @@ def audio_pretrain(dataset: Input[Dataset], vae: Input[Model], preset: str, step
 def joint_finetune(dataset: Input[Dataset], vae: Input[Model], pim: Input[Model], audio: Input[Model],
                    preset: str, steps: int, batch_size: int, learning_rate: float, seed: int, injection: str,
                    parent_run_id: str, model: Output[Model], num_nodes: int, gpus_per_node: int,
-                   trainer_runtime: str, trainer_namespace: str, trainer_image: str, trainjob_staging_uri: str):
+                   trainer_runtime: str, trainer_namespace: str, trainer_image: str, trainjob_staging_uri: str,
+                   task_gpus: int, data_rev: str):
     """Joint fine-tune of both streams and the M2V aligner.
 
     Args:
         injection: how PIM reaches AIM: residual (the release), last or add (ablations).
         model: the final model directory.
-        preset ... trainjob_staging_uri: the training settings (module docstring).
+        preset ... data_rev: the training settings (module docstring).
     """
     from interactavatar.pipeline.steps import TrainingSettings, train_task
 
     settings = TrainingSettings(preset, steps, batch_size, learning_rate, seed, parent_run_id, num_nodes,
-                                gpus_per_node, trainer_runtime, trainer_namespace, trainer_image, trainjob_staging_uri)
+                                gpus_per_node, trainer_runtime, trainer_namespace, trainer_image, trainjob_staging_uri,
+                                task_gpus, data_rev)
     train_task("joint", dataset, model, settings, inputs={"vae": vae, "pim": pim, "audio": audio}, injection=injection)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def warm_start_finetune(dataset: Input[Dataset], init_model: str, preset: str, steps: int, batch_size: int,
+                        learning_rate: float, seed: int, injection: str, parent_run_id: str, model: Output[Model],
+                        num_nodes: int, gpus_per_node: int, trainer_runtime: str, trainer_namespace: str,
+                        trainer_image: str, trainjob_staging_uri: str, task_gpus: int, data_rev: str):
+    """Joint fine-tune of a whole model (both streams, the aligner) on new data.
+
+    Args:
+        init_model: the model to start from, pinned (resolve_init_model's output); its VAE and frozen
+            encoders come with it, and the new model's lineage names it as the parent.
+        injection: must be the init model's.
+        model: the final model directory.
+        preset ... data_rev: the training settings (module docstring).
+    """
+    from interactavatar.pipeline.steps import TrainingSettings, train_task
+
+    settings = TrainingSettings(preset, steps, batch_size, learning_rate, seed, parent_run_id, num_nodes,
+                                gpus_per_node, trainer_runtime, trainer_namespace, trainer_image, trainjob_staging_uri,
+                                task_gpus, data_rev)
+    train_task("joint", dataset, model, settings, injection=injection, init=init_model)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

@@ -11,8 +11,10 @@ from interactavatar.pipeline.components import (
     joint_finetune,
     pim_pretrain,
     register,
+    resolve_init_model,
     vae_pretrain,
     validate_data,
+    warm_start_finetune,
 )
 
 
@@ -36,14 +38,35 @@ def _with_cluster_settings(task, display_name: str, gpus=None):
     return task
 
 
+def _evaluate_register_deploy(model, dataset, data_rev, p: dict) -> None:
+    """Steps 5 to 7 for the model artifact either branch trained (`p`: the pipeline's parameters)."""
+    scored = evaluate(dataset=dataset, model=model, split=p["eval_split"], num_clips=p["eval_clips"],
+                      steps=p["eval_steps"], seed=p["seed"], parent_run_id=p["parent_run_id"])
+    registered = register(model=model, metrics_file=scored.outputs["metrics_file"], model_name=p["model_name"],
+                          gate_metrics=p["gate_metrics"], gate_margin=p["gate_margin"], data_rev=data_rev,
+                          parent_run_id=p["parent_run_id"], artifacts_destination=p["artifacts_destination"])
+    # The registry and the cluster are state outside the pipeline: never reuse a cached answer.
+    registered.set_caching_options(False)
+    _with_cluster_settings(scored, "Evaluate on held-out clips", gpus=1)
+    _with_cluster_settings(registered, "Register in MLflow (gate)")
+
+    with dsl.If(registered.outputs["Output"] != ""):  # the champion's URI, only when promoted
+        deployed = deploy(storage_uri=registered.outputs["Output"], endpoint_name=p["endpoint_name"],
+                          namespace=p["endpoint_namespace"], gpu=p["endpoint_gpus"], apply=p["apply_deployment"])
+        deployed.set_caching_options(False)
+        _with_cluster_settings(deployed, "Deploy the champion (KServe)")
+
+
 @dsl.pipeline(name="interactavatar-training")
 def interactavatar_pipeline(
     data_repo: str,
     data_rev: str = "",
     data_path: str = "data/synth",
+    init_model: str = "",
     preset: str = "demo",
     vae_weights_uri: str = "",
     vae_steps: int = 300,
+    vae_video_crop: int = 0,
     pim_steps: int = 600,
     audio_steps: int = 300,
     joint_steps: int = 300,
@@ -76,14 +99,23 @@ def interactavatar_pipeline(
 ):
     """Train, evaluate, register and deploy InteractAvatar from a DVC-versioned dataset.
 
-    1. validate_data: fetch the dataset at `data_rev` with DVC and validate it (Great Expectations).
-    2. vae_pretrain: train the shared causal VAE (or take `vae_weights_uri`).
-    3. pim_pretrain and audio_pretrain, in parallel: PIM on its detection / continuation /
-       generation curriculum; AIM with audio and no motion.
-    4. joint_finetune: both streams and the M2V aligner from those two checkpoints.
-    5. evaluate: generate on the held-out split; score model, untrained floor, ground truth.
-    6. register: a new MLflow model version; the gate decides whether it becomes `champion`.
-    7. deploy, only when the gate promoted: the champion behind a KServe InferenceService.
+    1. validate_data: fetch the dataset at `data_rev` with DVC, resolved to a commit, and validate
+       it (Great Expectations). Never cached: every later step takes the commit as a parameter, so
+       a cache hit downstream means the same data.
+    2. resolve_init_model: `init_model` pinned now ("": from scratch; "champion": the registry's
+       champion as models:/NAME/VERSION; another models:/ reference, an s3:// URI or a path).
+    From scratch:
+      3. vae_pretrain: train the shared VAE (or take `vae_weights_uri`).
+      4. pim_pretrain and audio_pretrain, in parallel: PIM on its detection / continuation /
+         generation curriculum; AIM with audio and no motion.
+      5. joint_finetune: both streams and the M2V aligner from those two checkpoints.
+    Warm start (a scheduled retraining, `init_model=champion`):
+      3. warm_start_finetune: the init model, whole, fine-tuned on the new data (`joint_steps`); its
+         VAE and encoders come with it, and its lineage names the init version as the parent.
+    Then, either way:
+      6. evaluate: generate on the held-out split; score model, untrained floor, ground truth.
+      7. register: a new MLflow model version; the gate decides whether it becomes `champion`.
+      8. deploy, only when the gate promoted: the champion behind a KServe InferenceService.
 
     Training stages run in their task's pod (`train_task_gpus` GPUs) unless `train_num_nodes` > 1:
     then each training task launches a Kubeflow Trainer TrainJob of that many nodes with
@@ -91,44 +123,47 @@ def interactavatar_pipeline(
     output staged under `trainjob_staging_uri`) and waits for it; set `train_task_gpus` to 0 then,
     since the task itself only waits.
     """
-    where = dict(parent_run_id=parent_run_id, num_nodes=train_num_nodes, gpus_per_node=train_gpus_per_node,
-                 trainer_runtime=trainer_runtime, trainer_namespace=trainer_namespace, trainer_image=IMAGE,
-                 trainjob_staging_uri=trainjob_staging_uri)
+    params = dict(eval_split=eval_split, eval_clips=eval_clips, eval_steps=eval_steps, seed=seed,
+                  parent_run_id=parent_run_id, model_name=model_name, gate_metrics=gate_metrics,
+                  gate_margin=gate_margin, artifacts_destination=artifacts_destination, endpoint_name=endpoint_name,
+                  endpoint_namespace=endpoint_namespace, endpoint_gpus=endpoint_gpus,
+                  apply_deployment=apply_deployment)
 
     validated = validate_data(data_repo=data_repo, data_rev=data_rev, data_path=data_path)
-    dataset = validated.outputs["dataset"]
-    # The VAE trains on whole clips: batch 2 of 17 frames costs what 4 of 9 or 8 of 5 did.
-    vae = vae_pretrain(dataset=dataset, vae_weights_uri=vae_weights_uri, preset=preset, steps=vae_steps,
-                       batch_size=vae_batch_size, learning_rate=learning_rate, seed=seed, **where)
-    # PIM learns grounding from a larger batch at a higher rate than the other stages can afford
-    # (it is the cheapest stream: a few hundred tokens, no audio).
-    pim = pim_pretrain(dataset=dataset, vae=vae.outputs["vae"], curriculum=curriculum, preset=preset,
-                       steps=pim_steps, batch_size=pim_batch_size, learning_rate=pim_learning_rate, seed=seed,
-                       **where)
-    audio = audio_pretrain(dataset=dataset, vae=vae.outputs["vae"], preset=preset, steps=audio_steps,
-                           batch_size=batch_size, learning_rate=learning_rate, seed=seed, **where)
-    joint = joint_finetune(dataset=dataset, vae=vae.outputs["vae"], pim=pim.outputs["pim"],
-                           audio=audio.outputs["audio"], injection=injection, preset=preset, steps=joint_steps,
-                           batch_size=batch_size, learning_rate=learning_rate, seed=seed, **where)
-    scored = evaluate(dataset=dataset, model=joint.outputs["model"], split=eval_split, num_clips=eval_clips,
-                      steps=eval_steps, seed=seed, parent_run_id=parent_run_id)
-    registered = register(model=joint.outputs["model"], metrics_file=scored.outputs["metrics_file"],
-                          model_name=model_name, gate_metrics=gate_metrics, gate_margin=gate_margin,
-                          data_rev=validated.outputs["Output"], parent_run_id=parent_run_id,
-                          artifacts_destination=artifacts_destination)
-    # The registry and the cluster are state outside the pipeline: never reuse a cached answer.
-    registered.set_caching_options(False)
-
+    validated.set_caching_options(False)  # "HEAD" or a branch names new data on every run
     _with_cluster_settings(validated, "Validate data (DVC + Great Expectations)")
-    _with_cluster_settings(vae, "VAE pretrain", gpus=train_task_gpus)
-    _with_cluster_settings(pim, "PIM pretrain (curriculum)", gpus=train_task_gpus)
-    _with_cluster_settings(audio, "AIM audio pretrain", gpus=train_task_gpus)
-    _with_cluster_settings(joint, "Joint fine-tune", gpus=train_task_gpus)
-    _with_cluster_settings(scored, "Evaluate on held-out clips", gpus=1)
-    _with_cluster_settings(registered, "Register in MLflow (gate)")
+    dataset, commit = validated.outputs["dataset"], validated.outputs["Output"]
+    init = resolve_init_model(init_model=init_model, model_name=model_name)
+    init.set_caching_options(False)  # "champion" moves
+    _with_cluster_settings(init, "Resolve the init model")
+    where = dict(parent_run_id=parent_run_id, num_nodes=train_num_nodes, gpus_per_node=train_gpus_per_node,
+                 trainer_runtime=trainer_runtime, trainer_namespace=trainer_namespace, trainer_image=IMAGE,
+                 trainjob_staging_uri=trainjob_staging_uri, task_gpus=train_task_gpus, data_rev=commit)
 
-    with dsl.If(registered.outputs["Output"] != ""):  # the champion's URI, only when promoted
-        deployed = deploy(storage_uri=registered.outputs["Output"], endpoint_name=endpoint_name,
-                          namespace=endpoint_namespace, gpu=endpoint_gpus, apply=apply_deployment)
-        deployed.set_caching_options(False)
-        _with_cluster_settings(deployed, "Deploy the champion (KServe)")
+    with dsl.If(init.output == "", name="from-scratch"):
+        # The VAE trains on whole clips: batch 2 of 17 frames costs what 4 of 9 or 8 of 5 did.
+        vae = vae_pretrain(dataset=dataset, vae_weights_uri=vae_weights_uri, preset=preset, steps=vae_steps,
+                           video_crop=vae_video_crop, batch_size=vae_batch_size, learning_rate=learning_rate,
+                           seed=seed, **where)
+        # PIM learns grounding from a larger batch at a higher rate than the other stages can afford
+        # (it is the cheapest stream: a few hundred tokens, no audio).
+        pim = pim_pretrain(dataset=dataset, vae=vae.outputs["vae"], curriculum=curriculum, preset=preset,
+                           steps=pim_steps, batch_size=pim_batch_size, learning_rate=pim_learning_rate, seed=seed,
+                           **where)
+        audio = audio_pretrain(dataset=dataset, vae=vae.outputs["vae"], preset=preset, steps=audio_steps,
+                               batch_size=batch_size, learning_rate=learning_rate, seed=seed, **where)
+        joint = joint_finetune(dataset=dataset, vae=vae.outputs["vae"], pim=pim.outputs["pim"],
+                               audio=audio.outputs["audio"], injection=injection, preset=preset, steps=joint_steps,
+                               batch_size=batch_size, learning_rate=learning_rate, seed=seed, **where)
+        _with_cluster_settings(vae, "VAE pretrain", gpus=train_task_gpus)
+        _with_cluster_settings(pim, "PIM pretrain (curriculum)", gpus=train_task_gpus)
+        _with_cluster_settings(audio, "AIM audio pretrain", gpus=train_task_gpus)
+        _with_cluster_settings(joint, "Joint fine-tune", gpus=train_task_gpus)
+        _evaluate_register_deploy(joint.outputs["model"], dataset, commit, params)
+
+    with dsl.Else(name="warm-start"):
+        tuned = warm_start_finetune(dataset=dataset, init_model=init.output, injection=injection, preset=preset,
+                                    steps=joint_steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                                    **where)
+        _with_cluster_settings(tuned, "Warm-start fine-tune (from the init model)", gpus=train_task_gpus)
+        _evaluate_register_deploy(tuned.outputs["model"], dataset, commit, params)

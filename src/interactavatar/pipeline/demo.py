@@ -23,7 +23,7 @@ from pathlib import Path
 # Budgets that learn something on a 2-core CPU in minutes (see BENCHMARKS.md); each is a
 # pipeline parameter, overridable with --param.
 DEMO_PARAMS = {
-    "preset": "demo", "vae_steps": 900, "pim_steps": 1500, "audio_steps": 150, "joint_steps": 150,
+    "preset": "demo", "vae_steps": 900, "vae_video_crop": 88, "pim_steps": 1500, "audio_steps": 150, "joint_steps": 150,
     "batch_size": 8, "learning_rate": 1e-3, "vae_batch_size": 2, "pim_batch_size": 16, "pim_learning_rate": 2e-3,
     "eval_clips": 16, "eval_steps": 20, "apply_deployment": False,
 }

@@ -5,6 +5,7 @@ The components in `components.py` are one call each; the logic lives here, teste
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,10 @@ def validate_task(data_repo: str, data_rev: str, data_path: str, dataset, report
 @dataclass(frozen=True)
 class TrainingSettings:
     """The parameters every training component takes: the stage's budget and optimiser, its MLflow
-    parent run, and where it trains (`num_nodes` 1: in the task's pod; more: a Kubeflow Trainer
-    TrainJob of that many nodes of `gpus_per_node` GPUs, runtime `trainer_runtime` in
-    `trainer_namespace`, image `trainer_image`, inputs and output staged under `trainjob_staging_uri`)."""
+    parent run, where it trains (`num_nodes` 1: in the task's pod, on its `task_gpus` GPUs; more: a
+    Kubeflow Trainer TrainJob of that many nodes of `gpus_per_node` GPUs, runtime `trainer_runtime`
+    in `trainer_namespace`, image `trainer_image`, inputs and output staged under
+    `trainjob_staging_uri`), and the data's resolved commit."""
 
     preset: str
     steps: int
@@ -48,12 +50,19 @@ class TrainingSettings:
     trainer_namespace: str
     trainer_image: str
     trainjob_staging_uri: str
+    # GPUs of the task's own pod: more than one trains under torchrun, one process per GPU.
+    task_gpus: int
+    # The data's resolved commit (validate_data's output): a parameter of every training task, so
+    # that KFP's cache key holds it and a cache hit means the same data, never a stale dataset.
+    data_rev: str
 
 
 def train_task(stage: str, dataset, output, settings: TrainingSettings, inputs: dict | None = None,
-               curriculum: str | None = None, injection: str | None = None) -> None:
+               curriculum: str | None = None, injection: str | None = None, init: str = "",
+               video_crop: int = 0) -> None:
     """Train `stage` on `dataset` into the `output` model artifact, from the `inputs` model artifacts
-    the stage needs (by name: vae, pim, audio). The output folder holds the checkpoints too, so a
+    the stage needs (by name: vae, pim, audio), or from the model `init` names (a warm start). The
+    output folder holds the checkpoints too, so a
     retried task on the same artifact path resumes instead of starting over."""
     from interactavatar.cluster.trainjob import TrainJobSettings
     from interactavatar.train.curriculum import Curriculum
@@ -65,22 +74,45 @@ def train_task(stage: str, dataset, output, settings: TrainingSettings, inputs: 
         options["curriculum"] = Curriculum.parse(curriculum)
     if injection is not None:
         options["injection"] = injection
-    data_rev = dataset.metadata.get("data_rev")
+    if video_crop:
+        options["vae_video_crop"] = video_crop
+    data_rev = settings.data_rev or None
+    if data_rev != dataset.metadata.get("data_rev", data_rev):
+        raise ValueError(f"train {stage}: data_rev {data_rev} is not the dataset's ({dataset.metadata['data_rev']})")
     spec = StageSpec(stage=stage, preset=settings.preset, data=Path(dataset.path), out=Path(output.path),
-                     steps=settings.steps, seed=settings.seed, data_rev=data_rev,
+                     steps=settings.steps, seed=settings.seed, data_rev=data_rev, init=init or None,
                      engine=EngineConfig(micro_batch_size=settings.batch_size, learning_rate=settings.learning_rate),
                      parent_run_id=settings.parent_run_id or None, **options)
     nodes = TrainJobSettings(num_nodes=settings.num_nodes, gpus_per_node=settings.gpus_per_node,
                              runtime=settings.trainer_runtime, namespace=settings.trainer_namespace,
                              image=settings.trainer_image, staging_uri=settings.trainjob_staging_uri)
-    train_stage(spec, nodes, output_uri=output.uri)
+    train_stage(spec, nodes, output_uri=output.uri, task_gpus=settings.task_gpus)
     output.metadata["data_rev"] = data_rev or ""
 
 
-def vae_task(dataset, vae, settings: TrainingSettings, vae_weights_uri: str) -> None:
-    """Train the VAE, or take pretrained weights from `vae_weights_uri` (s3:// or a folder)."""
+def resolve_init_task(init_model: str, model_name: str) -> str:
+    """`init_model` as the exact model a warm start trains from: "champion" -> the registry's
+    champion now, as models:/NAME/VERSION (so every later read, a resume's included, gets the same
+    version); another models:/ alias likewise; a URI or path as it is."""
+    from interactavatar.io.model_refs import registry_version
+
+    reference = f"models:/{model_name}@champion" if init_model == "champion" else init_model
+    if not reference.startswith("models:/"):
+        return reference
+    try:
+        name, version = registry_version(reference)
+    except ValueError as err:
+        raise ValueError(f"init_model={init_model!r}: {err}; run the pipeline with init_model='' "
+                         "(from scratch) until a version is registered") from err
+    print(f"init_model={init_model!r}: {name} version {version}", file=sys.stderr)
+    return f"models:/{name}/{version}"
+
+
+def vae_task(dataset, vae, settings: TrainingSettings, vae_weights_uri: str, video_crop: int = 0) -> None:
+    """Train the VAE (video steps on `video_crop`-pixel crops; 0: whole frames), or take pretrained
+    weights from `vae_weights_uri` (s3:// or a folder)."""
     if not vae_weights_uri:
-        train_task("vae", dataset, vae, settings)
+        train_task("vae", dataset, vae, settings, video_crop=video_crop)
         return
     if vae_weights_uri.startswith("s3://"):
         from interactavatar.io.storage import client, download_folder
@@ -91,11 +123,19 @@ def vae_task(dataset, vae, settings: TrainingSettings, vae_weights_uri: str) -> 
     vae.metadata["source"] = vae_weights_uri
 
 
-def train_stage(spec, nodes, output_uri: str) -> Path:
-    """Train the stage `spec` (a `train.stages.StageSpec`) in this process when `nodes` (a
-    `trainjob.TrainJobSettings`) asks for one node, else as a Kubeflow Trainer TrainJob on
-    `nodes.num_nodes` nodes. `output_uri` is the calling task's output artifact URI (it names
-    the job). Either way the model directory ends up in `spec.out`."""
+def train_stage(spec, nodes, output_uri: str, task_gpus: int = 1) -> Path:
+    """Train the stage `spec` (a `train.stages.StageSpec`) in the task's own pod when `nodes` (a
+    `trainjob.TrainJobSettings`) asks for one node: in this process with at most one GPU, else
+    under torchrun with one process per GPU (`task_gpus`); on more nodes, as a Kubeflow Trainer
+    TrainJob. `output_uri` is the calling task's output artifact URI (it names the job). Either way
+    the model directory ends up in `spec.out`."""
+    if nodes.num_nodes == 1 and task_gpus > 1:
+        from interactavatar.train.commands import spec_to_argv
+
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={task_gpus}",
+                   "-m", "interactavatar.cli", *spec_to_argv(spec)]
+        subprocess.run(command, check=True)
+        return spec.out
     if nodes.num_nodes == 1:
         from interactavatar.train.stages import run_stage
 

@@ -1,4 +1,4 @@
-"""`interactavatar register` and `interactavatar registry rollback|resolve`."""
+"""`interactavatar register` and `interactavatar registry rollback|resolve|lineage`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     resolve = commands.add_parser("resolve", help="models:/NAME@ALIAS -> the artifact URI (s3://...)")
     resolve.add_argument("uri")
     resolve.set_defaults(func=run_resolve)
+    lineage = commands.add_parser("lineage", help="a version's ancestry, back to scratch or the release import")
+    lineage.add_argument("version", help="a version number, or an alias such as champion")
+    lineage.add_argument("--name", default=MODEL_NAME)
+    lineage.add_argument("--json", action="store_true", help="the chain as JSON, newest first")
+    lineage.set_defaults(func=run_lineage)
 
 
 def _tags(pairs: list[str]) -> dict[str, str]:
@@ -61,4 +66,21 @@ def run_resolve(args: argparse.Namespace) -> int:
     from interactavatar.registry.mlflow import resolve
 
     print(resolve(args.uri))
+    return 0
+
+
+def run_lineage(args: argparse.Namespace) -> int:
+    from interactavatar.registry.mlflow import lineage
+
+    chain = lineage(args.version, args.name)
+    if args.json:
+        print(json.dumps(chain, indent=1))
+        return 0
+    for entry in chain:
+        print(f"{args.name} version {entry['version']}: trained on data {entry['data_rev'] or '(unknown)'}")
+    last = chain[-1]
+    if last["origin"] == "model":
+        print(f"  from {last['parent']} (outside this registry)")
+    else:
+        print(f"  from {'the public release import' if last['origin'] == 'release' else 'scratch'}")
     return 0

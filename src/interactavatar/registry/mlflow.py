@@ -20,14 +20,16 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from interactavatar.config import EXPERIMENT, MODEL_NAME
+from interactavatar.io.model_refs import read_lineage, registry_version
 from interactavatar.registry.gate import Gate
 
 CHAMPION, PREVIOUS = "champion", "previous"
 METRIC_TAG = "metric."
+LINEAGE_TAG = "lineage."  # + each field of the model directory's Lineage (origin, parent, parent_version)
 ROLLED_BACK_TAG = "rolled_back"
 
 
@@ -101,7 +103,9 @@ def _model_artifact(model_dir: Path, staging: Path) -> Path:
     from mlflow.pyfunc import add_to_model
 
     artifact = staging / "model"
-    shutil.copytree(model_dir, artifact, ignore=shutil.ignore_patterns("checkpoints", "mlflow_run_id"))
+    # Not the training stage's own files: its checkpoints, run id, and a warm start's init download.
+    shutil.copytree(model_dir, artifact, ignore=shutil.ignore_patterns("checkpoints", "mlflow_run_id", "init",
+                                                                       "init.json"))
     mlmodel = Model()
     add_to_model(mlmodel, loader_module="interactavatar.registry.pyfunc", data=".")
     mlmodel.save(str(artifact / "MLmodel"))
@@ -152,14 +156,38 @@ def register(model_dir: str | Path, metrics_file: str | Path, name: str = MODEL_
         raise ValueError(f"{metrics_file}: gate metric(s) {missing} missing")
 
     client = _client(tracking_uri)
+    tags = {**(tags or {}), **{f"{LINEAGE_TAG}{k}": v for k, v in asdict(read_lineage(model_dir)).items()}}
     mlflow.set_experiment(EXPERIMENT)
     with tempfile.TemporaryDirectory() as staging, mlflow.start_run(run_name="register", tags=tags) as run:
         mlflow.log_metrics(flat)
         mlflow.log_artifacts(str(_model_artifact(model_dir, Path(staging))), artifact_path="model")
-    version_tags = {**(tags or {}), **{f"{METRIC_TAG}{k}": str(v) for k, v in flat.items()}}
+    version_tags = {**tags, **{f"{METRIC_TAG}{k}": str(v) for k, v in flat.items()}}
     version = mlflow.register_model(f"runs:/{run.info.run_id}/model", name, tags=version_tags)
     champion = _reconcile(client, name, gate)
     return Registration(name, str(version.version), champion, champion == str(version.version), run.info.run_id)
+
+
+def lineage(version: str, name: str = MODEL_NAME, tracking_uri: str | None = None) -> list[dict[str, str]]:
+    """The chain from `version` (a number or an alias) back to its first ancestor, newest first:
+    each entry's version, data revision and origin; the last entry's origin is "scratch",
+    "release", or "model" with a parent outside the registry (a directory or URI, in `parent`)."""
+    client = _client(tracking_uri)
+    version = str(version) if str(version).isdigit() else registry_version(f"models:/{name}@{version}")[1]
+    chain: list[dict[str, str]] = []
+    while True:
+        if any(entry["version"] == str(version) for entry in chain):
+            raise ValueError(f"registry: {name} version {version}'s lineage loops back on itself")
+        tags = client.get_model_version(name, str(version)).tags
+        entry = {"version": str(version), "data_rev": tags.get("data_rev", ""),
+                 **{field: tags.get(f"{LINEAGE_TAG}{field}", "") for field in ("origin", "parent", "parent_version")}}
+        entry["origin"] = entry["origin"] or "scratch"  # registered before lineage was recorded
+        chain.append(entry)
+        if not entry["parent_version"]:
+            return chain
+        parent_name = entry["parent"].removeprefix("models:/").split("@")[0].split("/")[0]
+        if parent_name != name:
+            return chain  # another registered model's version: named in `parent`, not followed
+        version = entry["parent_version"]
 
 
 def rollback(name: str = MODEL_NAME, gate: Gate | None = None, tracking_uri: str | None = None) -> str:
@@ -184,12 +212,7 @@ def resolve(uri: str, tracking_uri: str | None = None, artifacts_destination: st
     client = _client(tracking_uri)
     if not uri.startswith("models:/"):
         raise ValueError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    reference = uri[len("models:/"):]
-    if "@" in reference:
-        name, alias = reference.split("@", 1)
-        version = client.get_model_version_by_alias(name, alias).version
-    else:
-        name, _, version = reference.partition("/")
+    name, version = registry_version(uri)
     location = client.get_model_version_download_uri(name, version)
     destination = artifacts_destination or os.environ.get("MLFLOW_ARTIFACTS_DESTINATION")
     if location.startswith("mlflow-artifacts:") and destination:

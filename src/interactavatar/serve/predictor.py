@@ -69,7 +69,7 @@ class InteractAvatarModel(kserve.Model):
 
     def load(self) -> bool:
         from interactavatar.inference.pipeline import InteractAvatarPipeline
-        from interactavatar.serve.resolve import resolve_model_dir
+        from interactavatar.io.model_refs import resolve_model_dir
 
         self.pipeline = InteractAvatarPipeline.from_pretrained(resolve_model_dir(self.model_ref), self.device)
         self.ready = True

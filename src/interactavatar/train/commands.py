@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from interactavatar.config import INJECTIONS
+from interactavatar.config import INJECTIONS, VAE_KINDS
 from interactavatar.train.curriculum import Curriculum
 from interactavatar.train.engine import EngineConfig, shutdown
 from interactavatar.train.stages import STAGES, StageSpec, run_stage
@@ -17,7 +17,10 @@ INPUT_HELP = {"vae": "the vae stage's output (or a VAE folder)"}
 # The options one stage's command alone takes, after its input folders (add_argument's keywords).
 STAGE_OPTIONS: dict[str, dict[str, dict]] = {
     "vae": {"--motion-steps": dict(type=int,
-                                   help="motion-video steps per video step (default: StageSpec.vae_motion_steps)")},
+                                   help="motion-video steps per video step (default: StageSpec.vae_motion_steps)"),
+            "--video-crop": dict(type=int, metavar="PX",
+                                 help="train video steps on random PX x PX crops (default: whole frames)"),
+            "--vae-kind": dict(choices=VAE_KINDS, help="the VAE's architecture at the preset's sizes (default: the preset's)")},
     "pim": {"--curriculum": dict(default="1,1,1",
                                  help="detection,continuation,generation weights (0,1,1 is the no-detection ablation)")},
     "joint": {"--injection": dict(default="residual", choices=INJECTIONS)},
@@ -25,6 +28,8 @@ STAGE_OPTIONS: dict[str, dict[str, dict]] = {
 # How spec_to_argv writes the stage options.
 OPTION_VALUES = {
     "--motion-steps": lambda spec: str(spec.vae_motion_steps),
+    "--vae-kind": lambda spec: spec.vae_kind,
+    "--video-crop": lambda spec: None if spec.vae_video_crop is None else str(spec.vae_video_crop),
     "--curriculum": lambda spec: ",".join(repr(weight) for weight in spec.curriculum.weights()),
     "--injection": lambda spec: spec.injection,
 }
@@ -39,7 +44,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--data", required=True, type=Path, help="dataset folder (manifest.jsonl)")
         parser.add_argument("--out", required=True, type=Path)
         for name in stage.needs:
-            parser.add_argument(f"--{name}", required=True, type=Path, help=INPUT_HELP.get(name))
+            parser.add_argument(f"--{name}", type=Path, help=f"{INPUT_HELP.get(name, f'the {name} stage output')} "
+                                f"(required unless --init)")
+        if stage.needs:  # the stages that start from a model; the VAE stage starts from nothing
+            parser.add_argument("--init", metavar="MODEL",
+                                help="warm start from this model (a directory, s3:// URI, models:/NAME@ALIAS or "
+                                     "models:/NAME/VERSION): its weights, VAE and encoders replace --"
+                                     + " / --".join(stage.needs))
         for flag, options in STAGE_OPTIONS.get(stage.name, {}).items():
             parser.add_argument(flag, **options)
         parser.add_argument("--steps", type=int, default=100)
@@ -69,6 +80,8 @@ def spec_from_args(args: argparse.Namespace) -> StageSpec:
         injection=getattr(args, "injection", "residual"), gradient_checkpointing=args.gradient_checkpointing,
         data_rev=args.data_rev, parent_run_id=args.parent_run_id,
         **({} if getattr(args, "motion_steps", None) is None else {"vae_motion_steps": args.motion_steps}),
+        vae_kind=getattr(args, "vae_kind", None), vae_video_crop=getattr(args, "video_crop", None),
+        init=getattr(args, "init", None),
     )
 
 
@@ -86,10 +99,14 @@ def spec_to_argv(spec: StageSpec) -> list[str]:
             "--grad-accum", str(engine.gradient_accumulation_steps), "--lr", repr(engine.learning_rate),
             "--warmup-steps", str(engine.warmup_steps), "--zero-stage", str(engine.zero_stage)]
     for name in STAGES[spec.stage].needs:
-        argv += [f"--{name}", str(getattr(spec, name))]
+        if getattr(spec, name) is not None:
+            argv += [f"--{name}", str(getattr(spec, name))]
+    if spec.init:
+        argv += ["--init", spec.init]
     for flag in STAGE_OPTIONS.get(spec.stage, {}):
-        if flag in OPTION_VALUES:
-            argv += [flag, OPTION_VALUES[flag](spec)]
+        value = OPTION_VALUES[flag](spec)
+        if value is not None:  # None: the option's default
+            argv += [flag, value]
     if spec.gradient_checkpointing:
         argv.append("--gradient-checkpointing")
     if spec.data_rev:

@@ -25,6 +25,13 @@ class EngineConfig:
     gradient_clipping: float = 1.5  # the release's value
 
     def deepspeed_config(self, use_bf16: bool) -> dict:
+        # No scheduler without warmup: DeepSpeed's WarmupLR reads 0 before its first step and 0 at
+        # iteration 0, so even `warmup_num_steps: 1` trains the first two steps at lr 0.
+        warmup = {"scheduler": {
+            "type": "WarmupLR",
+            "params": {"warmup_min_lr": 0.0, "warmup_max_lr": self.learning_rate,
+                       "warmup_num_steps": self.warmup_steps, "warmup_type": "linear"},
+        }} if self.warmup_steps else {}
         return {
             "train_micro_batch_size_per_gpu": self.micro_batch_size,
             "gradient_accumulation_steps": self.gradient_accumulation_steps,
@@ -35,11 +42,7 @@ class EngineConfig:
                 "params": {"lr": self.learning_rate, "betas": list(self.betas), "eps": 1e-8,
                            "weight_decay": self.weight_decay, "torch_adam": True},
             },
-            "scheduler": {
-                "type": "WarmupLR",
-                "params": {"warmup_min_lr": 0.0, "warmup_max_lr": self.learning_rate,
-                           "warmup_num_steps": max(self.warmup_steps, 1), "warmup_type": "linear"},
-            },
+            **warmup,
             "zero_optimization": {"stage": self.zero_stage},
             "bf16": {"enabled": use_bf16},
             "zero_allow_untested_optimizer": True,

@@ -12,6 +12,8 @@ step's. So a sample is noised alike on any rank, and a resumed run repeats an un
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
@@ -22,6 +24,9 @@ from interactavatar.model.flow import add_noise, flow_loss, null_text, sample_tr
 from interactavatar.model.vae import CausalVAE
 from interactavatar.train.curriculum import Curriculum, task_latents
 from interactavatar.train.sampling import StepRandomness
+
+if TYPE_CHECKING:
+    from interactavatar.model.wan_vae import WanVAE
 
 
 def _sigmas(randomness: StepRandomness, shift: float, device: torch.device) -> torch.Tensor:
@@ -75,7 +80,7 @@ class VAEObjective(nn.Module):
     A batch may bring its own per-pixel weights ("weights", e.g. `palette_class_weights` for motion
     videos); otherwise its foreground is weighted (`foreground_weights`)."""
 
-    def __init__(self, vae: CausalVAE, kl_weight: float = 1e-6, foreground_weight: float = 20.0):
+    def __init__(self, vae: CausalVAE | WanVAE, kl_weight: float = 1e-6, foreground_weight: float = 20.0):
         super().__init__()
         self.vae, self.kl_weight, self.foreground_weight = vae, kl_weight, foreground_weight
 
@@ -83,7 +88,7 @@ class VAEObjective(nn.Module):
         pixels = batch["pixels"]  # [B, 3, F, H, W] in [-1, 1]
         mean, logvar = self.vae.encode_distribution(pixels)
         latents = mean + torch.exp(0.5 * logvar) * randomness.normal_like(mean)
-        reconstruction = self.vae.decode((latents - self.vae.cfg.latent_mean) / self.vae.cfg.latent_std)
+        reconstruction = self.vae.decode(self.vae.normalize(latents), clamp=False)
         error = (reconstruction - pixels).abs()
         weights = batch.get("weights")
         weights = foreground_weights(pixels, self.foreground_weight) if weights is None else weights

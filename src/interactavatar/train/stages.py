@@ -8,19 +8,24 @@ the top of --out: a VAE directory for `vae`, a full InteractAvatar model directo
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interactavatar.config import preset
+from interactavatar.config import VAE_KINDS, preset
 from interactavatar.data.versioning import data_revision, dataset_hash
+from interactavatar.io.files import write_text_atomic
+from interactavatar.io.model_refs import ResolvedModel, resolve_model
 from interactavatar.model.aligner import MotionToVideoAligner
 from interactavatar.model.bundle import ModelBundle, build_bundle, load_bundle, write_model_files
-from interactavatar.model.vae import CausalVAE, load_vae
+from interactavatar.model.vae import CausalVAE, build_vae, load_vae
 from interactavatar.model.weights import read_model_weights
 from interactavatar.train import engine as ds
 from interactavatar.train.checkpoint import CheckpointManager
@@ -36,7 +41,13 @@ from interactavatar.train.objectives import (
 from interactavatar.train.sampling import BatchLayout, StepRandomness, clip_indices
 from interactavatar.train.tracking import StageRun, peak_memory_mb
 
-MODEL_ENTRIES = ["config.yaml", "model.safetensors", "vae", "text_encoder", "audio_encoder"]
+if TYPE_CHECKING:
+    from interactavatar.model.wan_vae import WanVAE
+
+MODEL_ENTRIES = ["config.yaml", "model.safetensors", "vae", "text_encoder", "audio_encoder", "lineage.json"]
+# In --out: where a warm start's init model is downloaded (one folder per process), and the
+# registry version its first attempt resolved, so that a resume restarts from the same weights.
+INIT_DIR, INIT_RECORD = "init", "init.json"
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class Stage:
     needs: the StageSpec fields naming the model directories it starts from (vae, pim, audio).
     streams: the feature streams its cache encodes (motion, video, audio); none for the VAE, which
         trains on pixels.
-    model(spec) -> what it trains and writes: the CausalVAE, or an InteractAvatar ModelBundle.
+    model(spec) -> what it trains and writes: the VAE, or an InteractAvatar ModelBundle.
     data(spec, trained, device) -> what its micro-batches are drawn from.
     objective(spec, trained) -> the module DeepSpeed trains: (batch, randomness) -> {"loss": [], ...}.
     batch(spec, data, layout, step, micro, randomness, device) -> this rank's micro-batch, on device.
@@ -94,6 +105,18 @@ class StageSpec:
     # instead of 1 (900 steps instead of 600, the same 300 video steps, 20% more time) took the
     # demo VAE's motion round trip from PCK body 0.35 / contact 0.21 to 0.66 / 0.25.
     vae_motion_steps: int = 2
+    # Video steps train on random square crops of this many pixels (None: whole frames). The VAE is
+    # convolutional, so what it learns on crops holds on whole frames, at a fraction of the cost
+    # (demo: 88 px crops of its 176 px videos, a quarter of the pixels; the VAE stage took 2.4x as
+    # long at 176 px whole frames as at the 128 px before).
+    vae_video_crop: int | None = None
+    # The VAE stage's architecture, one of VAE_KINDS: "causal" (ours) or "wan" (diffusers'
+    # AutoencoderKLWan at the preset's sizes, VAEConfig.as_kind); None: the preset's own.
+    vae_kind: str | None = None
+    # Warm start: the model to start from (a model directory, an s3:// URI, or models:/NAME@ALIAS
+    # or models:/NAME/VERSION). Its weights, VAE and frozen encoders replace the stage's inputs
+    # (vae, pim, audio), and the model it writes names it as its parent (lineage.json).
+    init: str | None = None
     parent_run_id: str | None = None
     data_rev: str | None = None
     track: bool = True
@@ -101,11 +124,26 @@ class StageSpec:
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"train: unknown stage {self.stage!r}; choose one of {tuple(STAGES)}")
-        for name in STAGES[self.stage].needs:
+        needs = STAGES[self.stage].needs
+        if self.init is not None:
+            if self.stage == "vae":
+                raise ValueError("train vae: --init: a warm start takes its VAE from the init model; "
+                                 "there is no VAE to train")
+            given = [f"--{name}" for name in needs if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"train {self.stage}: --init replaces {', '.join(given)}; give one or the other")
+        for name in needs if self.init is None else ():
             if getattr(self, name) is None:
                 raise ValueError(f"train {self.stage}: --{name} (the {name} stage's output directory) is required")
         if self.steps < 1 or self.checkpoint_every < 1:
             raise ValueError("train: --steps and --checkpoint-every must be at least 1")
+        if self.vae_kind is not None and self.vae_kind not in VAE_KINDS:
+            raise ValueError(f"train vae: --vae-kind {self.vae_kind!r}, expected one of {VAE_KINDS}")
+        if self.vae_video_crop is not None:
+            step = preset(self.preset).vae.spatial_compression
+            if self.vae_video_crop < step or self.vae_video_crop % step:
+                raise ValueError(f"train vae: --video-crop {self.vae_video_crop} must be a multiple of the VAE's "
+                                 f"spatial compression ({step})")
         if self.vae_motion_steps < 1:
             raise ValueError(f"train vae: --motion-steps {self.vae_motion_steps} must be at least 1")
 
@@ -121,7 +159,7 @@ def _prepare(spec: StageSpec, device: torch.device):
     stage = STAGES[spec.stage]
     # Model, data, objective, always in this order: each may draw from the global RNG run_stage
     # seeded, so the order fixes the initial weights (and resumes reproduce them).
-    trained = stage.model(spec)
+    trained = _warm_start(spec) if spec.init else stage.model(spec)
     data = stage.data(spec, trained, device)
     return stage.objective(spec, trained), trained, data
 
@@ -140,11 +178,13 @@ def _write_outputs(spec: StageSpec, trained, data) -> None:
 
 # The VAE stage: trains on the clips' pixels, in memory.
 
-def _new_vae(spec: StageSpec) -> CausalVAE:
-    return CausalVAE(preset(spec.preset).vae)
+def _new_vae(spec: StageSpec) -> CausalVAE | WanVAE:
+    """The preset's VAE, in the architecture `spec.vae_kind` names (None: the preset's own)."""
+    cfg = preset(spec.preset).vae
+    return build_vae(cfg.as_kind(spec.vae_kind or cfg.kind))
 
 
-def _pixels(spec: StageSpec, vae: CausalVAE, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _pixels(spec: StageSpec, vae: CausalVAE | WanVAE, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(videos [N, 3, F, H, W], motion videos [N, 3, F, Hm, Wm], their palette weights [N, 1, F, Hm, Wm]).
 
     Videos and motion videos differ in size: two tensors, and each step trains on one kind.
@@ -156,7 +196,7 @@ def _pixels(spec: StageSpec, vae: CausalVAE, device: torch.device) -> tuple[torc
     return videos, motions, palette_class_weights(motions)
 
 
-def _vae_objective(spec: StageSpec, vae: CausalVAE) -> VAEObjective:
+def _vae_objective(spec: StageSpec, vae: CausalVAE | WanVAE) -> VAEObjective:
     return VAEObjective(vae)
 
 
@@ -165,7 +205,8 @@ def _pixel_windows(spec: StageSpec, pixels, layout: BatchLayout, step: int, micr
     """{"pixels": [B, 3, window, H, W]} of one kind, and for motion videos their "weights" [B, 1, window, H, W].
 
     A whole step takes one kind (`vae_step_kind`), each kind in its own epoch order, and each
-    sample a window of `spec.vae_window_frames` at a start it draws from its own generator.
+    sample a window of `spec.vae_window_frames` at a start it draws from its own generator; a
+    video sample also a square crop of `spec.vae_video_crop` pixels at a corner it draws.
     """
     videos, motions, motion_weights = pixels
     motion, kind_step = vae_step_kind(step, spec.vae_motion_steps)
@@ -176,6 +217,14 @@ def _pixel_windows(spec: StageSpec, pixels, layout: BatchLayout, step: int, micr
     starts = randomness.each(lambda generator: torch.randint(last_start + 1, (1,), generator=generator))
     windows = [(clip, slice(start, start + window)) for clip, start in zip(clips, starts, strict=True)]
     batch = {"pixels": torch.stack([source[clip, :, frames] for clip, frames in windows])}
+    crop = spec.vae_video_crop
+    if not motion and crop is not None and crop < max(source.shape[-2:]):
+        height, width = source.shape[-2:]
+        corners = randomness.each(lambda generator: torch.stack([
+            torch.randint(height - min(crop, height) + 1, (1,), generator=generator),
+            torch.randint(width - min(crop, width) + 1, (1,), generator=generator)], dim=1))
+        batch["pixels"] = torch.stack([pixels[:, :, top: top + crop, left: left + crop]
+                                       for pixels, (top, left) in zip(batch["pixels"], corners.tolist(), strict=True)])
     if motion:
         batch["weights"] = torch.stack([motion_weights[clip, :, frames] for clip, frames in windows])
     return {key: value.to(device) for key, value in batch.items()}
@@ -188,14 +237,14 @@ def vae_step_kind(step: int, motion_steps: int) -> tuple[bool, int]:
     return (False, cycle) if phase == 0 else (True, cycle * motion_steps + phase - 1)
 
 
-def _write_vae(spec: StageSpec, vae: CausalVAE, pixels) -> None:
+def _write_vae(spec: StageSpec, vae: CausalVAE | WanVAE, pixels) -> None:
     """A VAE directory, its latent scale measured on the training videos."""
     _calibrate_latent_scale(vae, videos=pixels[0])
     vae.save_pretrained(spec.out)
 
 
 @torch.no_grad()
-def _calibrate_latent_scale(vae: CausalVAE, videos: torch.Tensor) -> None:
+def _calibrate_latent_scale(vae: CausalVAE | WanVAE, videos: torch.Tensor) -> None:
     """Store the latents' mean and std so that diffusion sees unit-scale latents (as Wan's VAE does).
 
     videos: the stage's training videos [N, 3, F, H, W], already in memory; the first 16 suffice.
@@ -233,6 +282,38 @@ def _pretrained_model(spec: StageSpec) -> ModelBundle:
     return bundle
 
 
+def _warm_start(spec: StageSpec) -> ModelBundle:
+    """The init model, whole (both streams, the aligner, the VAE and encoders), to train further;
+    what it writes names the init model as its parent."""
+    resolved = _resolve_init(spec)
+    bundle = load_bundle(resolved.path)
+    if bundle.cfg.injection != spec.injection:
+        raise ValueError(f"train {spec.stage}: --injection {spec.injection}, but the init model "
+                         f"{spec.init} was trained with {bundle.cfg.injection}")
+    bundle.lineage = resolved.as_parent()
+    bundle.model.set_gradient_checkpointing(spec.gradient_checkpointing)
+    return bundle
+
+
+def _resolve_init(spec: StageSpec) -> ResolvedModel:
+    """`spec.init` made local, in --out. An alias is resolved once per --out: a resumed stage takes
+    the version its first attempt got (recorded in init.json), even if the alias has moved since."""
+    record = spec.out / INIT_RECORD
+    pinned = json.loads(record.read_text()) if record.is_file() else {}
+    if pinned.get("reference") != spec.init:
+        pinned = {}
+    download = spec.out / INIT_DIR / f"rank{os.environ.get('RANK', '0')}"
+    reference = pinned.get("pinned", spec.init)
+    resolved = resolve_model(reference, download)
+    resolved = ResolvedModel(resolved.path, spec.init, resolved.version)
+    if not pinned and os.environ.get("RANK", "0") == "0":
+        name = spec.init.removeprefix("models:/").split("@")[0].split("/")[0]
+        exact = f"models:/{name}/{resolved.version}" if resolved.version else spec.init
+        spec.out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(record, json.dumps({"reference": spec.init, "pinned": exact, "version": resolved.version}))
+    return resolved
+
+
 def _feature_cache(spec: StageSpec, bundle: ModelBundle, device: torch.device) -> FeatureCache:
     """Every clip's features for the streams the stage trains."""
     return build_cache(_clip_dataset(spec, bundle.cfg), bundle, STAGES[spec.stage].streams, device)
@@ -262,7 +343,7 @@ def _write_model(spec: StageSpec, bundle: ModelBundle, cache: FeatureCache) -> N
 
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
-    Stage("vae", "the shared causal VAE on videos and motion videos", needs=(), streams=frozenset(),
+    Stage("vae", "the shared VAE on videos and motion videos", needs=(), streams=frozenset(),
           model=_new_vae, data=_pixels, objective=_vae_objective, batch=_pixel_windows, write=_write_vae),
     Stage("pim", "PIM pretrain: detection / continuation / generation curriculum", needs=("vae",),
           streams=frozenset({"motion"}), model=_new_model, data=_feature_cache, objective=_pim_objective,
@@ -315,8 +396,10 @@ def run_stage(spec: StageSpec, stop_after: int | None = None) -> Path:
                             "model": getattr(trained, "cfg", None) and dataclasses.asdict(trained.cfg),
                             "global_batch": layout.global_batch, "processes": layout.ranks})
             # Hashing reads the whole dataset: only the rank that records it does.
+            lineage = getattr(trained, "lineage", None)
             run.set_tags({"data_rev": spec.data_rev or data_revision(spec.data),
-                          "dataset_hash": dataset_hash(spec.data), "stage": spec.stage, "preset": spec.preset})
+                          "dataset_hash": dataset_hash(spec.data), "stage": spec.stage, "preset": spec.preset,
+                          **({f"lineage.{k}": v for k, v in dataclasses.asdict(lineage).items()} if lineage else {})})
         # Building the model, caching features and starting DeepSpeed happen before the run opens.
         run.log_metrics({"setup_s": time.perf_counter() - started}, step=start)
         window_start, window_steps = time.perf_counter(), 0
@@ -347,4 +430,6 @@ def run_stage(spec: StageSpec, stop_after: int | None = None) -> Path:
         if is_main:
             _write_outputs(spec, trained, data)
             run.log_model_directory(spec.out, MODEL_ENTRIES)
+    # The init model's download is needed only to resume.
+    shutil.rmtree(spec.out / INIT_DIR / f"rank{os.environ.get('RANK', '0')}", ignore_errors=True)
     return spec.out

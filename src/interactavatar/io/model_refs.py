@@ -1,0 +1,136 @@
+"""A model reference -> a local model directory, and where that model came from.
+
+- A path (e.g. /mnt/models, where KServe's storage initializer puts the storageUri) is used as is.
+- `models:/NAME@alias` or `models:/NAME/VERSION` is downloaded from the MLflow registry named by
+  MLFLOW_TRACKING_URI (or MLFLOW_REGISTRY_URI); an alias is resolved to its version first, so the
+  caller knows exactly which version it got even if the alias moves during the download.
+- `s3://...` (and the other schemes kserve_storage knows) is downloaded with kserve_storage; for
+  MinIO set AWS_ENDPOINT_URL, S3_USE_HTTPS=0 and the AWS key variables.
+
+Wherever the files came from, the model directory is the shallowest folder holding config.yaml
+beside its weights, so a registered artifact may nest it (e.g. artifacts/model/).
+
+Every model directory we write says where it came from in `lineage.json` (`Lineage`): trained from
+scratch, imported from the public release, or fine-tuned from another model (its reference and,
+for a registry model, its version). The registry copies it into each version's tags, and
+`interactavatar registry lineage` follows the parents back to scratch or the release.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from interactavatar.io.files import write_text_atomic
+
+LINEAGE_FILE = "lineage.json"
+# Where a model's weights came from (Lineage.origin).
+ORIGINS = ("scratch", "release", "model")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """origin: "scratch" (trained from random weights), "release" (imported from the public release)
+    or "model" (fine-tuned from `parent`). parent: the reference it was fine-tuned from, as given;
+    parent_version: that model's registry version when it came from the registry ("" otherwise)."""
+
+    origin: str = "scratch"
+    parent: str = ""
+    parent_version: str = ""
+
+    def __post_init__(self) -> None:
+        if self.origin not in ORIGINS:
+            raise ValueError(f"lineage: origin {self.origin!r}, expected one of {ORIGINS}")
+        if (self.origin == "model") != bool(self.parent):
+            raise ValueError(f"lineage: origin {self.origin!r} with parent {self.parent!r} (a parent iff origin 'model')")
+
+    def describe(self) -> str:
+        if self.origin != "model":
+            return self.origin
+        return f"version {self.parent_version} ({self.parent})" if self.parent_version else self.parent
+
+
+def read_lineage(model_dir: str | Path) -> Lineage:
+    """The directory's lineage.json; a directory without one (written before lineage was recorded)
+    counts as trained from scratch."""
+    path = Path(model_dir) / LINEAGE_FILE
+    if not path.is_file():
+        return Lineage()
+    try:
+        return Lineage(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not a lineage record ({err})") from err
+
+
+def write_lineage(model_dir: str | Path, lineage: Lineage) -> None:
+    write_text_atomic(Path(model_dir) / LINEAGE_FILE, json.dumps(asdict(lineage), indent=1) + "\n")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A reference made local. path: the model directory; reference: as given; version: the
+    registry version it named (an alias resolved), "" when it did not come from the registry."""
+
+    path: Path
+    reference: str
+    version: str = ""
+
+    def as_parent(self) -> Lineage:
+        """The lineage of a model fine-tuned from this one."""
+        return Lineage("model", self.reference, self.version)
+
+
+def find_model_dir(root: Path) -> Path:
+    if (root / "config.yaml").is_file():
+        return root
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such model directory")
+    candidates = [p.parent for p in root.rglob("config.yaml")
+                  if any((p.parent / name).is_file() for name in WEIGHT_FILES)]
+    if not candidates:
+        raise FileNotFoundError(f"{root}: holds no model directory (config.yaml beside model.safetensors)")
+    return min(candidates, key=lambda p: (len(p.parts), str(p)))
+
+
+def resolve_model(ref: str, download_dir: str | Path | None = None) -> ResolvedModel:
+    """The local model directory for `ref`, and the registry version it named; downloads go to
+    `download_dir` (default: a new temp dir)."""
+    if not ref.startswith("models:/") and "://" not in ref:
+        return ResolvedModel(find_model_dir(Path(ref)), ref)
+    target = Path(download_dir) if download_dir else Path(tempfile.mkdtemp(prefix="interactavatar-model-"))
+    target.mkdir(parents=True, exist_ok=True)
+    if ref.startswith("models:/"):
+        import mlflow.artifacts
+
+        name, version = registry_version(ref)
+        downloaded = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(target))
+        return ResolvedModel(find_model_dir(Path(downloaded)), ref, version)
+    from kserve_storage import Storage
+
+    return ResolvedModel(find_model_dir(Path(Storage.download(ref, str(target)))), ref)
+
+
+def resolve_model_dir(ref: str, download_dir: str | Path | None = None) -> Path:
+    """The local model directory for `ref` (see `resolve_model`)."""
+    return resolve_model(ref, download_dir).path
+
+
+def registry_version(ref: str) -> tuple[str, str]:
+    """`models:/NAME@ALIAS` or `models:/NAME/VERSION` -> (NAME, VERSION), the alias looked up now."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    reference = ref.removeprefix("models:/")
+    if "@" in reference:
+        name, alias = reference.split("@", 1)
+        try:
+            return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        except MlflowException as err:
+            raise ValueError(f"{ref}: the registry has no version of {name!r} under alias {alias!r}") from err
+    name, _, version = reference.partition("/")
+    if not name or not version.isdigit():
+        raise ValueError(f"{ref}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    return name, version
