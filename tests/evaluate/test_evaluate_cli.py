@@ -39,7 +39,7 @@ def evaluation(eval_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_writes_metrics_for_model_floor_and_ceiling(evaluation):
     assert evaluation["code"] == 0
     metrics = json.loads((evaluation["out"] / "metrics.json").read_text())
-    assert set(metrics) == {"model", "floor", "vae_ceiling", "ceiling", "per_clip", "config"}
+    assert set(metrics) == {"model", "floor", "vae_ceiling", "ceiling", "per_clip", "config", "eval_set"}
     for gate_metric in ("grounding_iou", "sync_confidence"):  # what registration reads
         assert isinstance(metrics["model"][gate_metric], float)
     assert metrics["ceiling"]["grounding_iou"] == 1.0
@@ -97,3 +97,32 @@ def test_weights_metric_plugs_in_through_an_entry_point(tmp_path, monkeypatch):
     monkeypatch.setattr(external, "entry_points", lambda group, name: [EntryPoint()] if name == "vlm" else [])
     metric = load_external_metric("vlm", weights)
     assert metric(np.ones((1, 2, 2, 3)), None, None) == {"vlm_qa": 1.0, "path": str(weights)}
+
+
+def test_a_baseline_is_scored_on_the_same_clips_seeds_and_steps(eval_dataset, evaluation, tmp_path, monkeypatch):
+    """The model against itself: same clips, seeds and steps give identical per-clip scores, so
+    every paired difference and its interval is exactly 0; the eval set's fingerprint is recorded,
+    and MLflow gets the intervals."""
+    import mlflow
+
+    model = evaluation["out"].parent / "model"
+    out = tmp_path / "paired"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["evaluate", "--model", str(model), "--data", str(eval_dataset), "--out", str(out), "--steps", "1",
+                 "--no-floor", "--baseline", str(model), "--level", "0.9"]) == 0
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("interactavatar").experiment_id])
+    assert run.data.metrics["vs_baseline_grounding_iou_low"] == 0.0 and "baseline_ssim" in run.data.metrics
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["comparison"]["baseline"] == {"reference": str(model), "version": ""}
+    compared = metrics["comparison"]["metrics"]
+    assert {"grounding_iou", "sync_confidence", "ssim"} <= compared.keys()
+    for name, result in compared.items():
+        if result["clips"]:
+            assert (result["mean"], result["low"], result["high"], result["level"]) == (0.0, 0.0, 0.0, 0.9), name
+    fingerprint = metrics["eval_set"]
+    clips = [clip["clip_id"] for clip in metrics["per_clip"]]
+    assert fingerprint["clip_ids"] == clips and fingerprint["seeds"] == list(range(len(clips)))
+    assert fingerprint["split"] == "test" and fingerprint["steps"] == 1 and fingerprint["data_rev"] == "unversioned"
+    assert all("baseline" in clip for clip in metrics["per_clip"])
+    assert "Against the baseline" in (out / "report.html").read_text()

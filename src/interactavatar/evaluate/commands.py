@@ -27,6 +27,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                           help="skip the untrained-model floor (halves the time)")
     evaluate.add_argument("--max-offset", type=int, default=4, help="lip-sync offset search, +-frames")
     evaluate.add_argument("--samples", type=int, default=3, help="clips shown frame by frame in the report")
+    evaluate.add_argument("--baseline", metavar="MODEL",
+                          help="also score this model (directory, s3:// or models:/ reference, e.g. "
+                               "models:/interactavatar@champion) on the same clips, seeds and steps, and give each "
+                               "metric's paired difference with a bootstrap interval over clips")
+    evaluate.add_argument("--level", type=float, default=0.95, help="the intervals' confidence level")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--parent-run-id", help="nest the MLflow run under this run")
     for kind, what in EXTERNAL_METRICS.items():
@@ -45,12 +50,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     settings = EvaluationSettings(
         model_dir=args.model, data_dir=args.data, out_dir=args.out, split=args.split, num_clips=args.num_clips,
         steps=args.steps, seed=args.seed, floor=args.floor, max_offset=args.max_offset, sample_clips=args.samples,
-        device=args.device, parent_run_id=args.parent_run_id,
+        device=args.device, parent_run_id=args.parent_run_id, baseline=args.baseline, level=args.level,
         external={kind: getattr(args, kind) for kind in EXTERNAL_METRICS if getattr(args, kind) is not None},
     )
     metrics = evaluate(settings)
     summary = {system: {name: metrics[system].get(name) for name in SUMMARY_METRICS}
                for system in SYSTEMS if system in metrics}
+    if "comparison" in metrics:
+        summary["model - baseline"] = {name: metrics["comparison"]["metrics"].get(name) for name in SUMMARY_METRICS}
     summary.update(metrics=str(args.out / METRICS_FILE), report=str(args.out / REPORT_FILE))
     print(json.dumps(summary, indent=1))
     return 0

@@ -41,8 +41,9 @@ BOUNDED = ("grounding_iou", "box_detection_rate", "contact_accuracy", "pck_body"
            "ssim", "temporal_stability")
 # What is scored: the model, an untrained floor, the ground truth through the model's VAE (the most
 # a diffusion model on this VAE can reach), and the ground truth itself.
-SYSTEMS = ("model", "floor", "vae_ceiling", "ceiling")
-SYSTEM_COLORS = {"model": "#1f77b4", "floor": "#bbbbbb", "vae_ceiling": "#98df8a", "ceiling": "#2ca02c"}
+SYSTEMS = ("model", "baseline", "floor", "vae_ceiling", "ceiling")
+SYSTEM_COLORS = {"model": "#1f77b4", "baseline": "#ff7f0e", "floor": "#bbbbbb", "vae_ceiling": "#98df8a",
+                 "ceiling": "#2ca02c"}
 FRAME_HEIGHT = 96  # px: tiny-preset frames are 32-64 px, too small to see
 
 
@@ -71,6 +72,7 @@ def write_report(path: str | Path, metrics: dict, samples: list[Sample]) -> None
         "Floor: an untrained model of the same config and seeds; vae_ceiling: the ground truth encoded and "
         "decoded by the model's VAE (the most its diffusion streams can reach); ceiling: the ground truth.</p>",
         _metrics_table(metrics, systems),
+        _comparison_table(metrics.get("comparison")),
         "<h2>Plots</h2>", _plots(metrics, systems),
         "<h2>Sample frames</h2>", *(_sample_block(sample, systems) for sample in samples),
         "</body></html>",
@@ -90,6 +92,26 @@ def _metrics_table(metrics: dict, systems: list[str]) -> str:
         better = {"max": "higher", "min": "lower", "0": "near 0"}.get(direction, "")
         rows.append(f"<tr><td class='l'>{_e(name)}</td>{cells}<td class='l'>{better}</td>"
                     f"<td class='l note'>{_e(note)}</td></tr>")
+    return "\n".join(rows) + "</table>"
+
+
+def _comparison_table(comparison: dict | None) -> str:
+    """model - baseline per metric, with its paired bootstrap interval over clips."""
+    if not comparison:
+        return ""
+    baseline = comparison["baseline"]
+    rows = [f"<h2>Against the baseline</h2><p>baseline <code>{_e(baseline['reference'])}</code>"
+            + (f" (version {_e(baseline['version'])})" if baseline.get("version") else "")
+            + ", scored on the same clips, seeds and steps: the mean per-clip difference (model - baseline) and "
+              "its bootstrap interval over clips.</p>",
+            "<table><tr><th class='l'>metric</th><th>mean difference</th><th>interval</th><th>clips</th></tr>"]
+    for name, result in comparison["metrics"].items():
+        if result["mean"] is None:
+            continue
+        level = f"{round(100 * result['level'])}%"
+        rows.append(f"<tr><td class='l'>{_e(name)}</td><td>{_number(result['mean'])}</td>"
+                    f"<td>{level} [{_number(result['low'])}, {_number(result['high'])}]</td>"
+                    f"<td>{result['clips']}</td></tr>")
     return "\n".join(rows) + "</table>"
 
 

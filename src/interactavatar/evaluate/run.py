@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from interactavatar.evaluate.compare import DEFAULT_LEVEL, compare
 from interactavatar.evaluate.external import ExternalMetric, load_external_metric
 from interactavatar.evaluate.report import SYSTEMS, Sample, write_report
 from interactavatar.evaluate.score import aggregate, score_clip
 from interactavatar.evaluate.truth import ClipTruth, load_truth, split_clips
 from interactavatar.io.files import write_text_atomic
+from interactavatar.io.model_refs import resolve_model
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
@@ -54,6 +56,12 @@ class EvaluationSettings:
     device: str = "cpu"
     external: dict[str, Path] = field(default_factory=dict)
     parent_run_id: str | None = None
+    # A second model scored on the same clips, seeds and steps (a directory, s3:// URI or models:/
+    # reference); each metric then gets a paired bootstrap interval of model - baseline at `level`.
+    baseline: str | None = None
+    level: float = DEFAULT_LEVEL
+    # The data's revision, when `data_dir` is a fetched copy outside its git repository.
+    data_rev: str | None = None
 
 
 def evaluate(settings: EvaluationSettings) -> dict:
@@ -68,6 +76,16 @@ def evaluate(settings: EvaluationSettings) -> dict:
     scores: dict[str, list[dict]] = {}
     samples = [Sample(t.clip_id, t.text, t.video[0], {}) for t in truths[: settings.sample_clips]]
     scores["model"] = _score_pipeline("model", pipeline, truths, settings, externals, samples)
+    baseline = None
+    if settings.baseline:
+        with tempfile.TemporaryDirectory(prefix="interactavatar-baseline-") as scratch:
+            baseline = resolve_model(settings.baseline, scratch)
+            other = InteractAvatarPipeline.from_pretrained(baseline.path, settings.device)
+            if (other.cfg.video_size, other.cfg.motion_size) != (pipeline.cfg.video_size, pipeline.cfg.motion_size):
+                raise ValueError(f"evaluate: the baseline {settings.baseline} generates at "
+                                 f"{other.cfg.video_size}/{other.cfg.motion_size}, the model at "
+                                 f"{pipeline.cfg.video_size}/{pipeline.cfg.motion_size}: not the same clips")
+            scores["baseline"] = _score_pipeline("baseline", other, truths, settings, externals, samples)
     if settings.floor:
         with tempfile.TemporaryDirectory(prefix="interactavatar-floor-") as scratch:
             floor = _untrained_like(pipeline, Path(scratch) / "floor", settings)
@@ -81,6 +99,13 @@ def evaluate(settings: EvaluationSettings) -> dict:
     metrics["per_clip"] = [{"clip_id": t.clip_id, "text": t.text, **{s: scores[s][i] for s in scores}}
                            for i, t in enumerate(truths)]
     metrics["config"] = _config_record(settings, pipeline.cfg)
+    metrics["eval_set"] = eval_set_fingerprint(settings, truths, pipeline.cfg)
+    if baseline is not None:
+        names = sorted({name for clip in scores["model"] for name, value in clip.items()
+                        if isinstance(value, (int, float)) and name != "generate_s"})
+        metrics["comparison"] = {"baseline": {"reference": baseline.reference, "version": baseline.version},
+                                 "metrics": compare(scores["model"], scores["baseline"], names, settings.level,
+                                                    seed=settings.seed)}
     out = Path(settings.out_dir)
     write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=1) + "\n")
     write_report(out / REPORT_FILE, metrics, samples)
@@ -131,6 +156,16 @@ def _untrained_like(pipeline, directory: Path, settings: EvaluationSettings):
     return InteractAvatarPipeline.from_pretrained(directory, settings.device)
 
 
+def eval_set_fingerprint(settings: EvaluationSettings, truths: list[ClipTruth], model_config) -> dict:
+    """What makes two evaluations comparable: the data's revision, the split, the clips, the seeds
+    and the sampling steps."""
+    from interactavatar.data.versioning import data_revision
+
+    return {"data_rev": settings.data_rev or data_revision(settings.data_dir), "split": settings.split,
+            "clip_ids": [t.clip_id for t in truths], "seeds": [settings.seed + i for i in range(len(truths))],
+            "steps": settings.steps or model_config.sampler.steps}
+
+
 def _config_record(settings: EvaluationSettings, model_config) -> dict:
     record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
     record["external"] = {k: str(v) for k, v in settings.external.items()}
@@ -141,7 +176,8 @@ def _config_record(settings: EvaluationSettings, model_config) -> dict:
 
 
 def log_to_mlflow(metrics: dict, out_dir: Path, parent_run_id: str | None = None) -> str | None:
-    """Log the systems' metrics (prefixed model_/floor_/ceiling_), the settings, metrics.json and the
+    """Log the systems' metrics (prefixed model_/baseline_/floor_/ceiling_; a comparison's intervals as
+    vs_baseline_<metric>_mean|low|high), the settings, metrics.json and the
     report into the active MLflow run, or into a new "evaluate" run (nested under `parent_run_id`)
     when MLFLOW_TRACKING_URI is set. Returns the run id, None when MLflow is not in use."""
     # No active run can exist unless mlflow was imported; importing it just to ask costs seconds.
@@ -156,6 +192,10 @@ def log_to_mlflow(metrics: dict, out_dir: Path, parent_run_id: str | None = None
 
     values = {f"{system}_{name}": value for system in SYSTEMS for name, value in metrics.get(system, {}).items()
               if isinstance(value, (int, float))}
+    # Against a baseline: each metric's mean paired difference and its interval's bounds.
+    values.update({f"vs_baseline_{name}_{bound}": result[bound]
+                   for name, result in metrics.get("comparison", {}).get("metrics", {}).items()
+                   for bound in ("mean", "low", "high") if result[bound] is not None})
     params = {k: str(v)[:6000] for k, v in flatten("evaluate", metrics["config"], {}).items()}
     started = None
     if active is None or parent_run_id is not None:

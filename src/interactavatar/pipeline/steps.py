@@ -157,7 +157,8 @@ def evaluate_task(dataset, model, split: str, num_clips: int, steps: int, seed: 
     with tempfile.TemporaryDirectory() as out:
         result = evaluate(EvaluationSettings(
             model_dir=Path(model.path), data_dir=Path(dataset.path), out_dir=Path(out), split=split,
-            num_clips=num_clips or None, steps=steps or None, seed=seed, parent_run_id=parent_run_id or None))
+            num_clips=num_clips or None, steps=steps or None, seed=seed, parent_run_id=parent_run_id or None,
+            data_rev=dataset.metadata.get("data_rev")))
         shutil.copyfile(Path(out) / METRICS_FILE, metrics_file.path)
         shutil.copyfile(Path(out) / REPORT_FILE, report.path)
     for name, value in result["model"].items():
