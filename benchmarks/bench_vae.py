@@ -52,24 +52,20 @@ def _train(kind: str, preset_name: str, data: Path, out: Path, steps: int, batch
 
 def _round_trip(vae_dir: Path, data: Path, preset_name: str, num_clips: int) -> dict:
     """Evaluation's metrics of the held-out clips through the VAE, and the seconds per clip."""
-    import torch
-
+    from interactavatar.evaluate.run import vae_round_trip
     from interactavatar.evaluate.score import aggregate, score_clip
     from interactavatar.evaluate.truth import load_truth, split_clips
-    from interactavatar.inference.pipeline import to_frames, to_pixels
     from interactavatar.model.vae import load_vae
 
     vae = load_vae(vae_dir).eval()
     cfg = preset(preset_name)
     scores, seconds = [], []
-    with torch.no_grad():
-        for clip in split_clips(data, "test", num_clips):
-            truth = load_truth(clip, cfg)
-            started = time.perf_counter()
-            video, motion = (to_frames(vae.decode(vae.encode(to_pixels(frames, torch.device("cpu")))))
-                             for frames in (truth.video, truth.motion))
-            seconds.append(time.perf_counter() - started)
-            scores.append(score_clip(video, motion, truth))
+    for clip in split_clips(data, "test", num_clips):
+        truth = load_truth(clip, cfg)
+        started = time.perf_counter()
+        video, motion = vae_round_trip(vae, truth.video), vae_round_trip(vae, truth.motion)
+        seconds.append(time.perf_counter() - started)
+        scores.append(score_clip(video, motion, truth))
     summary = aggregate(scores)
     return {**{name: round(summary[name], 3) for name in QUALITY if summary.get(name) is not None},
             "round_trip_s_per_clip": round(sum(seconds) / len(seconds), 3),

@@ -90,7 +90,8 @@ def evaluate(settings: EvaluationSettings) -> dict:
         with tempfile.TemporaryDirectory(prefix="interactavatar-floor-") as scratch:
             floor = _untrained_like(pipeline, Path(scratch) / "floor", settings)
             scores["floor"] = _score_pipeline("floor", floor, truths, settings, externals, samples)
-    scores["vae_ceiling"] = [_score("vae_ceiling", _through_vae(pipeline, t.video), _through_vae(pipeline, t.motion),
+    vae = pipeline.bundle.vae
+    scores["vae_ceiling"] = [_score("vae_ceiling", vae_round_trip(vae, t.video), vae_round_trip(vae, t.motion),
                                     t, settings, externals, samples, index) for index, t in enumerate(truths)]
     scores["ceiling"] = [_score("ceiling", t.video, t.motion, t, settings, externals, samples, index)
                          for index, t in enumerate(truths)]
@@ -138,12 +139,11 @@ def _score(system: str, video: np.ndarray, motion: np.ndarray, truth: ClipTruth,
 
 
 @torch.no_grad()
-def _through_vae(pipeline, frames: np.ndarray) -> np.ndarray:
-    """[T, H, W, 3] uint8 (T = 1 + 4k) -> the same frames encoded and decoded by the model's VAE."""
+def vae_round_trip(vae, frames: np.ndarray) -> np.ndarray:
+    """[T, H, W, 3] uint8 (T = 1 + 4k) -> the same frames encoded and decoded by `vae`."""
     from interactavatar.inference.pipeline import to_frames, to_pixels
 
-    vae = pipeline.bundle.vae
-    return to_frames(vae.decode(vae.encode(to_pixels(frames, pipeline.device))))
+    return to_frames(vae.decode(vae.encode(to_pixels(frames, next(vae.parameters()).device))))
 
 
 def _untrained_like(pipeline, directory: Path, settings: EvaluationSettings):

@@ -78,6 +78,12 @@ class ResolvedModel:
     reference: str
     version: str = ""
 
+    @property
+    def pinned(self) -> str:
+        """The reference that names these exact weights: models:/NAME/VERSION for a registry
+        reference (an alias replaced by the version it named), else the reference itself."""
+        return f"models:/{registry_name(self.reference)}/{self.version}" if self.version else self.reference
+
     def as_parent(self) -> Lineage:
         """The lineage of a model fine-tuned from this one."""
         return Lineage("model", self.reference, self.version)
@@ -125,7 +131,7 @@ def registry_version(ref: str) -> tuple[str, str]:
 
     reference = ref.removeprefix("models:/")
     if "@" in reference:
-        name, alias = reference.split("@", 1)
+        name, alias = registry_name(ref), reference.split("@", 1)[1]
         try:
             return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
         except MlflowException as err:
@@ -134,3 +140,8 @@ def registry_version(ref: str) -> tuple[str, str]:
     if not name or not version.isdigit():
         raise ValueError(f"{ref}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
     return name, version
+
+
+def registry_name(ref: str) -> str:
+    """The registered model's name in `models:/NAME@ALIAS` or `models:/NAME/VERSION`."""
+    return ref.removeprefix("models:/").split("@", 1)[0].split("/", 1)[0]

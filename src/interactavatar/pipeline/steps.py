@@ -94,18 +94,19 @@ def resolve_init_task(init_model: str, model_name: str) -> str:
     """`init_model` as the exact model a warm start trains from: "champion" -> the registry's
     champion now, as models:/NAME/VERSION (so every later read, a resume's included, gets the same
     version); another models:/ alias likewise; a URI or path as it is."""
-    from interactavatar.io.model_refs import registry_version
+    from interactavatar.io.model_refs import registry_name, registry_version
 
     reference = f"models:/{model_name}@champion" if init_model == "champion" else init_model
     if not reference.startswith("models:/"):
         return reference
     try:
-        name, version = registry_version(reference)
+        _, version = registry_version(reference)
     except ValueError as err:
         raise ValueError(f"init_model={init_model!r}: {err}; run the pipeline with init_model='' "
                          "(from scratch) until a version is registered") from err
-    print(f"init_model={init_model!r}: {name} version {version}", file=sys.stderr)
-    return f"models:/{name}/{version}"
+    pinned = f"models:/{registry_name(reference)}/{version}"
+    print(f"init_model={init_model!r}: {pinned}", file=sys.stderr)
+    return pinned
 
 
 def vae_task(dataset, vae, settings: TrainingSettings, vae_weights_uri: str, video_crop: int = 0) -> None:

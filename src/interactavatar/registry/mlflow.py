@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from interactavatar.config import EXPERIMENT, MODEL_NAME
-from interactavatar.io.model_refs import read_lineage, registry_version
+from interactavatar.io.model_refs import read_lineage, registry_name, registry_version
 from interactavatar.registry.gate import Gate
 
 CHAMPION, PREVIOUS = "champion", "previous"
@@ -184,8 +184,7 @@ def lineage(version: str, name: str = MODEL_NAME, tracking_uri: str | None = Non
         chain.append(entry)
         if not entry["parent_version"]:
             return chain
-        parent_name = entry["parent"].removeprefix("models:/").split("@")[0].split("/")[0]
-        if parent_name != name:
+        if registry_name(entry["parent"]) != name:
             return chain  # another registered model's version: named in `parent`, not followed
         version = entry["parent_version"]
 

@@ -217,12 +217,11 @@ def _pixel_windows(spec: StageSpec, pixels, layout: BatchLayout, step: int, micr
     starts = randomness.each(lambda generator: torch.randint(last_start + 1, (1,), generator=generator))
     windows = [(clip, slice(start, start + window)) for clip, start in zip(clips, starts, strict=True)]
     batch = {"pixels": torch.stack([source[clip, :, frames] for clip, frames in windows])}
-    crop = spec.vae_video_crop
-    if not motion and crop is not None and crop < max(source.shape[-2:]):
-        height, width = source.shape[-2:]
+    crop, (height, width) = spec.vae_video_crop, source.shape[-2:]
+    if not motion and crop is not None and crop < min(height, width):
         corners = randomness.each(lambda generator: torch.stack([
-            torch.randint(height - min(crop, height) + 1, (1,), generator=generator),
-            torch.randint(width - min(crop, width) + 1, (1,), generator=generator)], dim=1))
+            torch.randint(height - crop + 1, (1,), generator=generator),
+            torch.randint(width - crop + 1, (1,), generator=generator)], dim=1))
         batch["pixels"] = torch.stack([pixels[:, :, top: top + crop, left: left + crop]
                                        for pixels, (top, left) in zip(batch["pixels"], corners.tolist(), strict=True)])
     if motion:
@@ -302,16 +301,18 @@ def _resolve_init(spec: StageSpec) -> ResolvedModel:
     pinned = json.loads(record.read_text()) if record.is_file() else {}
     if pinned.get("reference") != spec.init:
         pinned = {}
-    download = spec.out / INIT_DIR / f"rank{os.environ.get('RANK', '0')}"
-    reference = pinned.get("pinned", spec.init)
-    resolved = resolve_model(reference, download)
+    resolved = resolve_model(pinned.get("pinned", spec.init), _init_download(spec))
     resolved = ResolvedModel(resolved.path, spec.init, resolved.version)
     if not pinned and os.environ.get("RANK", "0") == "0":
-        name = spec.init.removeprefix("models:/").split("@")[0].split("/")[0]
-        exact = f"models:/{name}/{resolved.version}" if resolved.version else spec.init
         spec.out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(record, json.dumps({"reference": spec.init, "pinned": exact, "version": resolved.version}))
+        write_text_atomic(record, json.dumps({"reference": spec.init, "pinned": resolved.pinned,
+                                              "version": resolved.version}))
     return resolved
+
+
+def _init_download(spec: StageSpec) -> Path:
+    """This process's folder for the init model's files (ranks download apart, never into one folder)."""
+    return spec.out / INIT_DIR / f"rank{os.environ.get('RANK', '0')}"
 
 
 def _feature_cache(spec: StageSpec, bundle: ModelBundle, device: torch.device) -> FeatureCache:
@@ -431,5 +432,5 @@ def run_stage(spec: StageSpec, stop_after: int | None = None) -> Path:
             _write_outputs(spec, trained, data)
             run.log_model_directory(spec.out, MODEL_ENTRIES)
     # The init model's download is needed only to resume.
-    shutil.rmtree(spec.out / INIT_DIR / f"rank{os.environ.get('RANK', '0')}", ignore_errors=True)
+    shutil.rmtree(_init_download(spec), ignore_errors=True)
     return spec.out
