@@ -20,15 +20,17 @@ MODES = ("interact", "motion", "audio", "pose")
 # How PIM reaches AIM: per-block residuals (the release), the last block's residual only, or PIM's
 # hidden states added as they are (the last two for ablations).
 INJECTIONS = ("residual", "last", "add")
-# The registered model, the endpoint's model name, and the MLflow experiment of every run.
 # How an input image sets the model's sizes (InteractAvatarConfig.size_rule).
 SIZE_RULES = ("fixed", "release")
 # The release's video token grid over its motion token grid, on both axes (704 / 256 px = 11 / 4).
 RELEASE_GRID_RATIO = (11, 4)
+# The registered model, the endpoint's model name, and the MLflow experiment of every run.
 MODEL_NAME = "interactavatar"
 EXPERIMENT = "interactavatar"
-# The registry gate's metrics (NAME:max|min) when none are given.
-DEFAULT_GATE = "grounding_iou:max,sync_confidence:max"
+# The registry gate when none is given (registry/gate.py; reasons in the README's "The gate"): the
+# primary metric with the margin its interval must clear, then guard metrics with the loss each
+# tolerates. Names are per-clip metrics (evaluate/score.py).
+DEFAULT_GATE = "grounding_iou:max:0,pck_body:max:0.05,wrong_object:min:0.1,ssim:max:0.05,sync_confidence:max:0.05"
 
 
 @dataclass

@@ -108,8 +108,9 @@ def test_a_baseline_is_scored_on_the_same_clips_seeds_and_steps(eval_dataset, ev
     model = evaluation["out"].parent / "model"
     out = tmp_path / "paired"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # Three train clips: an interval needs two (the test split has one).
     assert main(["evaluate", "--model", str(model), "--data", str(eval_dataset), "--out", str(out), "--steps", "1",
-                 "--no-floor", "--baseline", str(model), "--level", "0.9"]) == 0
+                 "--split", "train", "--num-clips", "3", "--no-floor", "--baseline", str(model), "--level", "0.9"]) == 0
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("interactavatar").experiment_id])
     assert run.data.metrics["vs_baseline_grounding_iou_low"] == 0.0 and "baseline_ssim" in run.data.metrics
@@ -123,6 +124,6 @@ def test_a_baseline_is_scored_on_the_same_clips_seeds_and_steps(eval_dataset, ev
     fingerprint = metrics["eval_set"]
     clips = [clip["clip_id"] for clip in metrics["per_clip"]]
     assert fingerprint["clip_ids"] == clips and fingerprint["seeds"] == list(range(len(clips)))
-    assert fingerprint["split"] == "test" and fingerprint["steps"] == 1 and fingerprint["data_rev"] == "unversioned"
+    assert fingerprint["split"] == "train" and fingerprint["steps"] == 1 and fingerprint["data_rev"] == "unversioned"
     assert all("baseline" in clip for clip in metrics["per_clip"])
     assert "Against the baseline" in (out / "report.html").read_text()

@@ -10,16 +10,16 @@ import sys
 import mlflow
 import pytest
 import yaml
-from helpers.datasets import DVC, TINY, git, make_data_repo
-
-from interactavatar.data.synth import synthesize
-from interactavatar.data.versioning import DATA_PATH
+from helpers.datasets import DVC, git, make_data_repo
 
 pytestmark = pytest.mark.integration
 
 STEPS = ["--param", "preset=tiny", "--param", "vae_steps=2", "--param", "pim_steps=2", "--param", "audio_steps=2",
-         "--param", "joint_steps=2", "--param", "batch_size=2", "--param", "vae_batch_size=2", "--param", "pim_batch_size=2", "--param", "eval_clips=1", "--param", "eval_steps=2",
-         "--param", "apply_deployment=false"]
+         "--param", "joint_steps=2", "--param", "batch_size=2", "--param", "vae_batch_size=2", "--param", "pim_batch_size=2", "--param", "eval_steps=2",
+         "--param", "apply_deployment=false",
+         # Two clips (the fewest an interval needs) of the train split (the tiny data's test split has
+         # one), and a gate that a model trained for two steps can pass: at most 1 worse in box IoU.
+         "--param", "eval_split=train", "--param", "eval_clips=2", "--param", "gate=grounding_iou:max:-1"]
 
 
 def _run_pipeline(repo, work, env, *params):
@@ -51,6 +51,7 @@ def test_pipeline_runs_locally_from_versioned_data_to_a_deployable_champion(tmp_
     assert training.data.tags["stage"] == "joint"
     assert training.data.tags["mlflow.parentRunId"] == summary["parent_run_id"]
     assert training.data.tags["dataset_hash"] == champion.tags["dataset_hash"]
+    assert champion.tags["gate.baseline_version"] == "" and champion.tags["gate.passed"] == "true"  # vs the floor
     stages = {r.data.tags.get("stage") for r in client.search_runs(
         [training.info.experiment_id], f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'")}
     assert {"vae", "pim", "audio", "joint", "evaluate"} <= stages
@@ -60,24 +61,35 @@ def test_pipeline_runs_locally_from_versioned_data_to_a_deployable_champion(tmp_
     isvc = yaml.safe_load(manifests[0].read_text())
     assert isvc["spec"]["predictor"]["model"]["storageUri"].startswith("s3://mlflow/artifacts/")
 
-    # A scheduled retraining: a data engineer versions two more clips, and the run (data_rev HEAD,
-    # init_model=champion) fine-tunes the champion on them instead of training four stages anew.
-    synthesize(repo / DATA_PATH, num_clips=8, seed=5, spec=TINY)  # the first 6 clips stay as they were
-    subprocess.run([DVC, "add", "-q", DATA_PATH], cwd=repo, check=True, env=env)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "two more clips")
-    subprocess.run([DVC, "push", "-q"], cwd=repo, check=True, env=env)
-    second = _run_pipeline(repo, tmp_path / "work2", env, "--param", "init_model=champion")
-    (retrained,) = client.search_model_versions(f"name='interactavatar' and tags.pipeline_run_id = '{second['parent_run_id']}'")
-    assert retrained.tags["data_rev"] == git(repo, "rev-parse", "HEAD") != revision  # HEAD, resolved
-    assert retrained.tags["lineage.origin"] == "model"
-    assert retrained.tags["lineage.parent"] == f"models:/interactavatar/{champion.version}"
-    assert retrained.tags["lineage.parent_version"] == str(champion.version)
+    # `demo retrain` on that output: a data engineer ingests three new takes and versions them
+    # (v2); the scheduled run (data_rev HEAD, init_model=champion) fine-tunes the champion on them,
+    # scored against it; a harmful run (learning rate 10) is refused and the champion kept. The
+    # gate is the default one here (a tiny model trained for two steps cannot show a gain).
+    retrain_steps = STEPS[:STEPS.index("gate=grounding_iou:max:-1") - 1]
+    result = subprocess.run(
+        [sys.executable, "-m", "interactavatar.cli", "demo", "retrain", "--out", str(tmp_path), "--new-clips", "3",
+         "--seed", "5", "--harmful-learning-rate", "10", *retrain_steps],
+        env=env, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    printed = "\n" + result.stdout
+    summary = json.loads(printed[printed.rindex("\n{\n") + 1:])  # the last top-level object
+    head = git(repo, "rev-parse", "HEAD")
+    assert summary["data_rev_v2"] == head != revision and "ingested" in git(repo, "log", "-1", "--format=%s")
+    assert summary["v1"]["version"] == str(champion.version) and "scratch" not in summary
+    retrained = summary["retrained"]
+    # Warm-started from the champion, on v2, and scored against the champion in one evaluation.
+    assert retrained["data_rev"] == head and retrained["baseline_version"] == str(champion.version)
+    version = client.get_model_version("interactavatar", retrained["version"])
+    assert version.tags["lineage.parent"] == f"models:/interactavatar/{champion.version}"
     stages = {r.data.tags.get("stage") for r in client.search_runs(
-        [training.info.experiment_id], f"tags.mlflow.parentRunId = '{second['parent_run_id']}'")}
+        [training.info.experiment_id], f"tags.mlflow.parentRunId = '{version.tags['pipeline_run_id']}'")}
     assert stages & {"vae", "pim", "audio"} == set() and {"joint", "evaluate"} <= stages
-    from interactavatar.registry.mlflow import lineage
-
-    chain = lineage(retrained.version, tracking_uri=server)
-    assert [(e["version"], e["origin"]) for e in chain] == [(str(retrained.version), "model"),
-                                                             (str(champion.version), "scratch")]
+    harmful = summary["harmful"]
+    assert not harmful["promoted"] and harmful["reason"] and summary["champion"]["kept_after_harmful_run"]
+    assert summary["champion"]["version"] == str(client.get_model_version_by_alias("interactavatar", "champion").version)
+    assert not list((tmp_path / "retrain" / "harmful" / "kfp").glob("*/deploy*"))  # never deployed
+    for name in ("retrain_v1.mp4", "retrain_champion.mp4"):
+        assert (tmp_path / name).stat().st_size > 0
+    # Lineage: the retrained version back to v1, with both data revisions.
+    assert [(e["version"], e["origin"], e["data_rev"]) for e in summary["lineage"]] == [
+        (retrained["version"], "model", head), (str(champion.version), "scratch", revision)]

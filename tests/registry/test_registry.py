@@ -7,14 +7,11 @@ import sys
 
 import mlflow
 import pytest
+from helpers.metrics import clips, write_metrics
 from minio import Minio
 
-from interactavatar.registry.mlflow import CHAMPION, PREVIOUS, Gate, register, resolve, rollback
-
-
-def write_metrics(path, iou, sync):
-    path.write_text(json.dumps({"model": {"grounding_iou": iou, "sync_confidence": sync, "psnr": 20.0}}))
-    return path
+from interactavatar.registry.gate import Gate
+from interactavatar.registry.mlflow import CHAMPION, PREVIOUS, register, resolve, rollback
 
 
 @pytest.fixture
@@ -23,20 +20,33 @@ def sqlite_uri(tmp_path, monkeypatch):
     return f"sqlite:///{tmp_path}/mlflow.db"
 
 
-def test_gate_promotes_first_and_better_models_only(model_dir, tmp_path, sqlite_uri):
-    first = register(model_dir, write_metrics(tmp_path / "m1.json", 0.3, 1.0), tracking_uri=sqlite_uri,
+def test_the_gate_compares_each_version_with_the_champion_in_one_evaluation(model_dir, tmp_path, sqlite_uri):
+    first = register(model_dir, write_metrics(tmp_path / "m1.json", clips(0.3), clips(0.0)), tracking_uri=sqlite_uri,
                      tags={"data_rev": "abc123", "dataset_hash": "f00d"})
-    assert first.promoted and first.champion == "1"
-    worse = register(model_dir, write_metrics(tmp_path / "m2.json", 0.2, 1.5), tracking_uri=sqlite_uri)
-    assert not worse.promoted and worse.champion == "1"
-    better = register(model_dir, write_metrics(tmp_path / "m3.json", 0.5, 2.0), tracking_uri=sqlite_uri)
-    assert better.promoted and better.champion == "3"
+    assert first.promoted and first.champion == "1" and "against the floor" in first.reason
+
+    # Equal to the champion on every clip: no gain shown.
+    same = register(model_dir, write_metrics(tmp_path / "m2.json", clips(0.3), clips(0.3), baseline="1"),
+                    tracking_uri=sqlite_uri)
+    assert not same.promoted and same.champion == "1" and "does not lie above the margin 0" in same.reason
+    # Better in box IoU, but its lip sync is clearly worse than the guard tolerates.
+    worse_sync = register(model_dir, write_metrics(tmp_path / "m3.json", clips(0.5), clips(0.3), baseline="1",
+                                                   sync_confidence=0.2), tracking_uri=sqlite_uri)
+    assert not worse_sync.promoted and "guard sync_confidence lost" in worse_sync.reason
+    better = register(model_dir, write_metrics(tmp_path / "m4.json", clips(0.5), clips(0.3), baseline="1"),
+                      tracking_uri=sqlite_uri)
+    assert better.promoted and better.champion == "4"
 
     client = mlflow.MlflowClient()
-    assert client.get_model_version_by_alias("interactavatar", CHAMPION).version in (3, "3")
+    assert client.get_model_version_by_alias("interactavatar", CHAMPION).version in (4, "4")
     assert client.get_model_version_by_alias("interactavatar", PREVIOUS).version in (1, "1")
-    version = client.get_model_version("interactavatar", "1")
-    assert version.tags["data_rev"] == "abc123" and version.tags["metric.grounding_iou"] == "0.3"
+    tags = client.get_model_version("interactavatar", "4").tags
+    assert tags["gate.passed"] == "true" and tags["gate.baseline_version"] == "1"
+    assert float(tags["gate.grounding_iou.low"]) > 0 and tags["eval_set.clips"] == "8"
+    tags = client.get_model_version("interactavatar", "1").tags
+    assert tags["data_rev"] == "abc123" and float(tags["metric.grounding_iou"]) == pytest.approx(sum(clips(0.3)) / 8) and tags["gate.baseline_version"] == ""
+    # The registration run records the intervals.
+    assert client.get_run(better.run_id).data.metrics["gate_grounding_iou_low"] > 0
 
     # The artifact is the model directory itself (what KServe downloads) and a pyfunc.
     location = resolve("models:/interactavatar@champion", tracking_uri=sqlite_uri)
@@ -45,76 +55,95 @@ def test_gate_promotes_first_and_better_models_only(model_dir, tmp_path, sqlite_
     assert "checkpoints" not in os.listdir(local)
 
 
+def test_a_file_scored_against_another_version_than_the_champion_is_refused(model_dir, tmp_path, sqlite_uri):
+    register(model_dir, write_metrics(tmp_path / "a.json", clips(0.3), clips(0.0)), tracking_uri=sqlite_uri)
+    with pytest.raises(ValueError, match=r"b.json: scored against no baseline .* champion of interactavatar is "
+                                         r"version 1.*--baseline models:/interactavatar/1"):
+        register(model_dir, write_metrics(tmp_path / "b.json", clips(0.9), clips(0.0)), tracking_uri=sqlite_uri)
+    with pytest.raises(ValueError, match=r"scored against models:/interactavatar@champion \(version 7\), but the "
+                                         r"champion of interactavatar is version 1"):
+        register(model_dir, write_metrics(tmp_path / "c.json", clips(0.9), clips(0.3), baseline="7"),
+                 tracking_uri=sqlite_uri)
+    assert len(mlflow.MlflowClient().search_model_versions("name='interactavatar'")) == 1  # nothing written
+
+
 def test_margin_and_rollback(model_dir, tmp_path, sqlite_uri):
-    gate = Gate({"grounding_iou": "max"}, margin=0.05)
-    register(model_dir, write_metrics(tmp_path / "a.json", 0.30, 1), gate=gate, tracking_uri=sqlite_uri)
-    small_gain = register(model_dir, write_metrics(tmp_path / "b.json", 0.33, 1), gate=gate, tracking_uri=sqlite_uri)
+    gate = Gate.parse("grounding_iou:max:0.05")
+    register(model_dir, write_metrics(tmp_path / "a.json", clips(0.30), clips(0.0)), gate=gate, tracking_uri=sqlite_uri)
+    small_gain = register(model_dir, write_metrics(tmp_path / "b.json", clips(0.33), clips(0.30), baseline="1"),
+                          gate=gate, tracking_uri=sqlite_uri)
     assert not small_gain.promoted
-    big_gain = register(model_dir, write_metrics(tmp_path / "c.json", 0.40, 1), gate=gate, tracking_uri=sqlite_uri)
+    big_gain = register(model_dir, write_metrics(tmp_path / "c.json", clips(0.40), clips(0.30), baseline="1"),
+                        gate=gate, tracking_uri=sqlite_uri)
     assert big_gain.promoted and big_gain.champion == "3"
 
-    assert rollback(gate=gate, tracking_uri=sqlite_uri) == "1"
+    assert rollback(tracking_uri=sqlite_uri) == "1"
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("interactavatar", CHAMPION).version) == "1"
     assert client.get_model_version("interactavatar", "3").tags["rolled_back"] == "true"
     # A later registration is gated against the restored champion, and the retired one stays out.
-    again = register(model_dir, write_metrics(tmp_path / "d.json", 0.36, 1), gate=gate, tracking_uri=sqlite_uri)
+    with pytest.raises(ValueError, match="version 3.*champion of interactavatar is version 1"):
+        register(model_dir, write_metrics(tmp_path / "d.json", clips(0.5), clips(0.4), baseline="3"), gate=gate,
+                 tracking_uri=sqlite_uri)
+    again = register(model_dir, write_metrics(tmp_path / "e.json", clips(0.36), clips(0.30), baseline="1"),
+                     gate=gate, tracking_uri=sqlite_uri)
     assert again.promoted and again.champion == "4"
+    assert rollback(tracking_uri=sqlite_uri) == "1"
     with pytest.raises(ValueError, match="no previous champion"):
-        rollback(gate=Gate({"grounding_iou": "min"}), tracking_uri=sqlite_uri)
-
-
-def test_gate_compares_every_metric_the_champion_has():
-    gate = Gate({"grounding_iou": "max", "sync_confidence": "max"})
-    champion = {"grounding_iou": 0.5, "sync_confidence": 0.4}
-    assert gate.beats({"grounding_iou": 0.6, "sync_confidence": 0.4}, champion)
-    assert not gate.beats({"grounding_iou": 0.6, "sync_confidence": 0.3}, champion)
-    assert not gate.beats(dict(champion), champion)  # equal everywhere: nothing gained
-    assert not gate.beats({"grounding_iou": 0.9}, champion)  # cannot show its sync
-    # A champion scored before sync was a gate metric: the new version gains that measurement,
-    # and still may not lose grounding.
-    older = {"grounding_iou": 0.5}
-    assert gate.beats({"grounding_iou": 0.5, "sync_confidence": 0.1}, older)
-    assert not gate.beats({"grounding_iou": 0.4, "sync_confidence": 0.9}, older)
+        rollback(tracking_uri=sqlite_uri)
 
 
 def test_bad_inputs_are_named(model_dir, tmp_path, sqlite_uri):
-    with pytest.raises(ValueError, match=r"m.json.*sync_confidence"):
-        (tmp_path / "m.json").write_text(json.dumps({"model": {"grounding_iou": 0.1}}))
+    with pytest.raises(ValueError, match=r"m.json: no 'per_clip'"):
+        (tmp_path / "m.json").write_text(json.dumps({"model": {"grounding_iou": 0.1}, "eval_set": {}}))
         register(model_dir, tmp_path / "m.json", tracking_uri=sqlite_uri)
     with pytest.raises(FileNotFoundError, match="missing.json"):
         register(model_dir, tmp_path / "missing.json", tracking_uri=sqlite_uri)
     with pytest.raises(FileNotFoundError, match="config.yaml"):
-        register(tmp_path, write_metrics(tmp_path / "ok.json", 0.1, 0.1), tracking_uri=sqlite_uri)
-    with pytest.raises(ValueError, match="NAME:max"):
-        Gate.parse("grounding_iou", 0.0)
+        register(tmp_path, write_metrics(tmp_path / "ok.json", clips(0.3), clips(0.0)), tracking_uri=sqlite_uri)
+    nan = write_metrics(tmp_path / "nan.json", clips(0.3), clips(0.0))
+    nan.write_text(nan.read_text().replace('"psnr": 20.0', '"psnr": NaN'))
+    with pytest.raises(ValueError, match=r"nan.json: model metric\(s\) \['psnr'\] are not finite"):
+        register(model_dir, nan, tracking_uri=sqlite_uri)
+    with pytest.raises(ValueError, match=r"rev.json: evaluated on data revision abc123, but the version is tagged "
+                                         r"as trained on data_rev def456"):
+        register(model_dir, write_metrics(tmp_path / "rev.json", clips(0.3), clips(0.0)), tags={"data_rev": "def456"},
+                 tracking_uri=sqlite_uri)
+    no_floor = write_metrics(tmp_path / "nofloor.json", clips(0.3), clips(0.0))
+    no_floor.write_text(no_floor.read_text().replace('"floor"', '"other"'))
+    with pytest.raises(ValueError, match=r"nofloor.json: per_clip has no 'floor' scores \(evaluated with --no-floor\)"):
+        register(model_dir, no_floor, tracking_uri=sqlite_uri)
+    assert not mlflow.MlflowClient().search_registered_models()
 
 
 @pytest.mark.integration
 def test_concurrent_registrations_on_a_server_with_s3_artifacts(model_dir, tmp_path, local_stack):
     """Registrations racing each other, in separate processes, against an MLflow server whose
-    artifacts live on S3: afterwards exactly one champion, the best, and the gate's order."""
+    artifacts live on S3: afterwards exactly one champion, the first that passed the gate."""
     env = {**os.environ, **local_stack}
-    scores = [0.31, 0.52, 0.47, 0.12]
-    paths = [write_metrics(tmp_path / f"race{i}.json", s, s) for i, s in enumerate(scores)]
     name = "race"
+    paths = [write_metrics(tmp_path / f"race{i}.json", clips(0.3 + 0.1 * i), clips(0.0)) for i in range(4)]
     processes = [
         subprocess.Popen([sys.executable, "-m", "interactavatar.cli", "register", "--model", str(model_dir),
                           "--metrics", str(p), "--name", name], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
         for p in paths
     ]
-    results = []
+    results, refused = [], []
     for process in processes:
         out, err = process.communicate(timeout=240)
-        assert process.returncode == 0, err[-2000:]
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        if process.returncode == 0:
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        else:  # it saw the winner's alias before writing: refused, nothing registered
+            assert "scored against no baseline" in err and f"champion of {name} is version" in err, err[-2000:]
+            refused.append(process)
     server = local_stack["MLFLOW_TRACKING_URI"]
     client = mlflow.MlflowClient(tracking_uri=server, registry_uri=server)
-    champion = client.get_model_version_by_alias(name, CHAMPION)
-    assert float(champion.tags["metric.grounding_iou"]) == max(scores)
-    assert {r["version"] for r in results} == {"1", "2", "3", "4"}
-    assert sum(r["promoted"] for r in results) >= 1
+    champion = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    # All passed against the floor: the first registered takes the title; the rest are told who did.
+    assert champion == "1" and len(results) + len(refused) == 4
+    assert [r["promoted"] for r in results] == [r["version"] == "1" for r in results]
+    assert all("took the title first" in r["reason"] for r in results if not r["promoted"])
     # The champion's URI is the S3 location KServe's storage initializer downloads.
     uri = resolve(f"models:/{name}@champion", tracking_uri=server,
                   artifacts_destination=local_stack["MLFLOW_ARTIFACTS_DESTINATION"])

@@ -4,6 +4,7 @@ and the model it writes names that model as its parent."""
 import json
 
 import pytest
+from helpers.metrics import clips, write_metrics
 from helpers.train import largest_difference, spec
 
 from interactavatar.cli import main
@@ -48,21 +49,21 @@ def test_init_replaces_the_stage_inputs_and_never_the_vae_stage(trained, train_d
 def test_a_registry_alias_is_pinned_to_the_version_it_named(trained, train_dataset, tmp_path, tracking, capsys):
     from interactavatar.registry.mlflow import lineage, register
 
-    metrics = tmp_path / "metrics.json"
-    metrics.write_text(json.dumps({"model": {"grounding_iou": 0.5, "sync_confidence": 0.1}}))
-    first = register(trained / "joint", metrics, tracking_uri=tracking)
+    first = register(trained / "joint", write_metrics(tmp_path / "m1.json", clips(0.5), clips(0.0), data_rev=""),
+                     tracking_uri=tracking)
     out = tmp_path / "warm"
     warm = spec("joint", train_dataset, out, init="models:/interactavatar@champion", steps=2)
     run_stage(warm, stop_after=1)  # preempted after one step
     assert json.loads((out / "init.json").read_text())["pinned"] == f"models:/interactavatar/{first.version}"
     # The alias moves on before the resume: the resumed stage keeps the version it started from.
-    metrics.write_text(json.dumps({"model": {"grounding_iou": 0.9, "sync_confidence": 0.9}}))
-    assert register(trained / "joint", metrics, tracking_uri=tracking).promoted
+    better = write_metrics(tmp_path / "m2.json", clips(0.9), clips(0.5), baseline=first.version, data_rev="")
+    assert register(trained / "joint", better, tracking_uri=tracking).promoted
     run_stage(warm)
     assert read_lineage(out) == Lineage("model", "models:/interactavatar@champion", first.version)
 
     # Registered, the warm-started model's lineage runs back through the version it started from.
-    third = register(out, metrics, tracking_uri=tracking)
+    third = register(out, write_metrics(tmp_path / "m3.json", clips(0.9), clips(0.9), baseline="2", data_rev=""),
+                     tracking_uri=tracking)
     assert [entry["version"] for entry in lineage(third.version, tracking_uri=tracking)] == [third.version, first.version]
     assert main(["registry", "lineage", third.version]) == 0
     printed = capsys.readouterr().out.splitlines()

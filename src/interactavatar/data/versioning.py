@@ -96,9 +96,18 @@ def make_versioned_dataset(repo: str | Path, num_clips: int, seed: int, spec, re
         if remote is not None:
             _run([dvc, "remote", "add", "-d", "local", str(Path(remote).resolve())], repo, env)
         synthesize(repo / DATA_PATH, num_clips, seed, spec)
-        _run([dvc, "add", "-q", DATA_PATH], repo, env)
-        _run(["git", "add", "-A"], repo, env)
-        _run(["git", "commit", "-qm", message or f"data: {num_clips} synthetic clips, seed {seed}"], repo, env)
-        if remote is not None:
-            _run([dvc, "push", "-q"], repo, env)
+        return commit_dataset(repo, message or f"data: {num_clips} synthetic clips, seed {seed}", push=remote is not None)
+    return _run(["git", "rev-parse", "HEAD"], repo, env)
+
+
+def commit_dataset(repo: str | Path, message: str, push: bool = True) -> str:
+    """What a data engineer runs after changing DATA_PATH: `dvc add`, `git add -A`, `git commit`,
+    and `dvc push` to the default remote. Returns the new data revision (the commit)."""
+    repo, env = Path(repo), {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    dvc = str(Path(sys.executable).parent / "dvc")
+    _run([dvc, "add", "-q", DATA_PATH], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", message], repo, env)
+    if push:
+        _run([dvc, "push", "-q"], repo, env)
     return _run(["git", "rev-parse", "HEAD"], repo, env)

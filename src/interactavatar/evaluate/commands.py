@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from interactavatar.evaluate.compare import DEFAULT_LEVEL
 from interactavatar.evaluate.external import EXTERNAL_METRICS
 
 SUMMARY_METRICS = ("grounding_iou", "sync_confidence", "wrong_object_rate", "pck_body", "ssim")
@@ -31,7 +32,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                           help="also score this model (directory, s3:// or models:/ reference, e.g. "
                                "models:/interactavatar@champion) on the same clips, seeds and steps, and give each "
                                "metric's paired difference with a bootstrap interval over clips")
-    evaluate.add_argument("--level", type=float, default=0.95, help="the intervals' confidence level")
+    evaluate.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="the intervals' confidence level")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--parent-run-id", help="nest the MLflow run under this run")
     for kind, what in EXTERNAL_METRICS.items():

@@ -28,7 +28,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 from interactavatar.cluster.names import IMAGE
 
 __all__ = ["validate_data", "resolve_init_model", "vae_pretrain", "pim_pretrain", "audio_pretrain", "joint_finetune",
-           "warm_start_finetune", "evaluate", "register", "deploy"]
+           "warm_start_finetune", "resolve_champion", "evaluate", "register", "deploy"]
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -172,45 +172,63 @@ def warm_start_finetune(dataset: Input[Dataset], init_model: str, preset: str, s
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
+def resolve_champion(model_name: str) -> str:
+    """The registry's champion now, pinned: the baseline the new version is scored against.
+
+    Args:
+        model_name: the registered model.
+    Returns:
+        models:/NAME/VERSION, or "" when there is no champion yet (the floor is the baseline).
+    """
+    from interactavatar.pipeline.steps import resolve_champion_task
+
+    return resolve_champion_task(model_name)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def evaluate(dataset: Input[Dataset], model: Input[Model], split: str, num_clips: int, steps: int, seed: int,
-             parent_run_id: str, metrics: Output[Metrics], metrics_file: Output[Artifact], report: Output[HTML]):
-    """Generate on the held-out split and score the model, an untrained floor and the ground truth.
+             baseline: str, level: float, parent_run_id: str, metrics: Output[Metrics],
+             metrics_file: Output[Artifact], report: Output[HTML]):
+    """Generate on the held-out split and score the model, the baseline, an untrained floor and the
+    ground truth on the same clips and seeds.
 
     Args:
         split: the held-out split (test).
         num_clips: clips to evaluate (0: all).
         steps: sampling steps (0: the preset's).
+        baseline: the champion, pinned (resolve_champion's output; "": none yet).
+        level: the paired intervals' confidence level.
         metrics: the model's metrics, shown in the KFP UI.
         metrics_file: metrics.json, read by the register step.
         report: the HTML report.
     """
     from interactavatar.pipeline.steps import evaluate_task
 
-    evaluate_task(dataset, model, split, num_clips, steps, seed, parent_run_id, metrics, metrics_file, report)
+    evaluate_task(dataset, model, split, num_clips, steps, seed, baseline, level, parent_run_id, metrics,
+                  metrics_file, report)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def register(model: Input[Model], metrics_file: Input[Artifact], model_name: str, gate_metrics: str,
-             gate_margin: float, data_rev: str, parent_run_id: str, artifacts_destination: str,
-             registration: Output[Artifact]) -> str:
+def register(model: Input[Model], metrics_file: Input[Artifact], model_name: str, gate: str, gate_level: float,
+             data_rev: str, parent_run_id: str, artifacts_destination: str, registration: Output[Artifact]) -> str:
     """Register the model in MLflow; the gate decides whether it becomes the champion.
 
     Args:
         model_name: the registered model's name.
-        gate_metrics: NAME:max|min pairs the new version must beat the champion on.
-        gate_margin: the absolute improvement needed on every gate metric.
+        gate: PRIMARY:max|min:MARGIN[,GUARD:max|min:TOLERANCE...] (registry/gate.py).
+        gate_level: the confidence level of the gate's intervals.
         data_rev: the data revision (lineage tag).
         parent_run_id: the pipeline's MLflow run (lineage tag).
         artifacts_destination: the MLflow server's --artifacts-destination (s3://...), to turn
             proxied artifact URIs into the bucket URI KServe downloads; empty: as MLflow gives it.
-        registration: JSON with the new version, whether it was promoted and the champion's URI.
+        registration: JSON with the new version, whether it was promoted, why, and the champion's URI.
     Returns:
         The champion's storage URI when this model was promoted, else "" (the deploy condition: a
         single output, since KFP's local runner cannot branch on a field of a NamedTuple).
     """
     from interactavatar.pipeline.steps import register_task
 
-    return register_task(model, metrics_file, model_name, gate_metrics, gate_margin, data_rev, parent_run_id,
+    return register_task(model, metrics_file, model_name, gate, gate_level, data_rev, parent_run_id,
                          artifacts_destination, registration)
 
 

@@ -4,6 +4,7 @@ from kfp import dsl, kubernetes
 
 from interactavatar.cluster.names import ENDPOINT_KEYS, ENDPOINTS_CONFIG_MAP, IMAGE, S3_SECRET, S3_SECRET_KEYS
 from interactavatar.config import DEFAULT_GATE, MODEL_NAME
+from interactavatar.evaluate.compare import DEFAULT_LEVEL
 from interactavatar.pipeline.components import (
     audio_pretrain,
     deploy,
@@ -11,6 +12,7 @@ from interactavatar.pipeline.components import (
     joint_finetune,
     pim_pretrain,
     register,
+    resolve_champion,
     resolve_init_model,
     vae_pretrain,
     validate_data,
@@ -38,16 +40,22 @@ def _with_cluster_settings(task, display_name: str, gpus=None):
     return task
 
 
-def _evaluate_register_deploy(model, dataset, data_rev, p: dict) -> None:
-    """Steps 5 to 7 for the model artifact either branch trained (`p`: the pipeline's parameters)."""
-    scored = evaluate(dataset=dataset, model=model, split=p["eval_split"], num_clips=p["eval_clips"],
-                      steps=p["eval_steps"], seed=p["seed"], parent_run_id=p["parent_run_id"])
-    registered = register(model=model, metrics_file=scored.outputs["metrics_file"], model_name=p["model_name"],
-                          gate_metrics=p["gate_metrics"], gate_margin=p["gate_margin"], data_rev=data_rev,
+def _evaluate_register_deploy(trained, dataset, data_rev, p: dict) -> None:
+    """Steps 6 to 8 for the model either branch trained (`trained`: its training task; `p`: the
+    pipeline's parameters)."""
+    # The champion when training is done, the closest to registration a pinned baseline can be.
+    champion = resolve_champion(model_name=p["model_name"]).after(trained)
+    champion.set_caching_options(False)  # the champion moves
+    scored = evaluate(dataset=dataset, model=trained.outputs["model"], split=p["eval_split"],
+                      num_clips=p["eval_clips"], steps=p["eval_steps"], seed=p["seed"], baseline=champion.output,
+                      level=p["gate_level"], parent_run_id=p["parent_run_id"])
+    registered = register(model=trained.outputs["model"], metrics_file=scored.outputs["metrics_file"],
+                          model_name=p["model_name"], gate=p["gate"], gate_level=p["gate_level"], data_rev=data_rev,
                           parent_run_id=p["parent_run_id"], artifacts_destination=p["artifacts_destination"])
     # The registry and the cluster are state outside the pipeline: never reuse a cached answer.
     registered.set_caching_options(False)
-    _with_cluster_settings(scored, "Evaluate on held-out clips", gpus=1)
+    _with_cluster_settings(champion, "Resolve the champion (the baseline)")
+    _with_cluster_settings(scored, "Evaluate against the champion", gpus=1)
     _with_cluster_settings(registered, "Register in MLflow (gate)")
 
     with dsl.If(registered.outputs["Output"] != ""):  # the champion's URI, only when promoted
@@ -82,8 +90,8 @@ def interactavatar_pipeline(
     eval_clips: int = 8,
     eval_steps: int = 0,
     model_name: str = MODEL_NAME,
-    gate_metrics: str = DEFAULT_GATE,
-    gate_margin: float = 0.0,
+    gate: str = DEFAULT_GATE,
+    gate_level: float = DEFAULT_LEVEL,
     endpoint_name: str = "interactavatar",
     endpoint_namespace: str = "interactavatar-serving",
     endpoint_gpus: int = 1,
@@ -113,8 +121,12 @@ def interactavatar_pipeline(
       3. warm_start_finetune: the init model, whole, fine-tuned on the new data (`joint_steps`); its
          VAE and encoders come with it, and its lineage names the init version as the parent.
     Then, either way:
-      6. evaluate: generate on the held-out split; score model, untrained floor, ground truth.
-      7. register: a new MLflow model version; the gate decides whether it becomes `champion`.
+      6. resolve_champion, then evaluate: generate on the held-out split; score the model and the
+         champion (the baseline) on the same clips and seeds, and an untrained floor and the ground
+         truth; per metric, the paired difference's interval at `gate_level`.
+      7. register: a new MLflow model version; the `gate` decides whether it becomes `champion`:
+         the primary metric's gain over the champion (over the floor, for the first version) must
+         lie above its margin, and no guard may show a loss beyond its tolerance.
       8. deploy, only when the gate promoted: the champion behind a KServe InferenceService.
 
     Training stages run in their task's pod (`train_task_gpus` GPUs) unless `train_num_nodes` > 1:
@@ -124,8 +136,8 @@ def interactavatar_pipeline(
     since the task itself only waits.
     """
     params = dict(eval_split=eval_split, eval_clips=eval_clips, eval_steps=eval_steps, seed=seed,
-                  parent_run_id=parent_run_id, model_name=model_name, gate_metrics=gate_metrics,
-                  gate_margin=gate_margin, artifacts_destination=artifacts_destination, endpoint_name=endpoint_name,
+                  parent_run_id=parent_run_id, model_name=model_name, gate=gate,
+                  gate_level=gate_level, artifacts_destination=artifacts_destination, endpoint_name=endpoint_name,
                   endpoint_namespace=endpoint_namespace, endpoint_gpus=endpoint_gpus,
                   apply_deployment=apply_deployment)
 
@@ -159,11 +171,11 @@ def interactavatar_pipeline(
         _with_cluster_settings(pim, "PIM pretrain (curriculum)", gpus=train_task_gpus)
         _with_cluster_settings(audio, "AIM audio pretrain", gpus=train_task_gpus)
         _with_cluster_settings(joint, "Joint fine-tune", gpus=train_task_gpus)
-        _evaluate_register_deploy(joint.outputs["model"], dataset, commit, params)
+        _evaluate_register_deploy(joint, dataset, commit, params)
 
     with dsl.Else(name="warm-start"):
         tuned = warm_start_finetune(dataset=dataset, init_model=init.output, injection=injection, preset=preset,
                                     steps=joint_steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                                     **where)
         _with_cluster_settings(tuned, "Warm-start fine-tune (from the init model)", gpus=train_task_gpus)
-        _evaluate_register_deploy(tuned.outputs["model"], dataset, commit, params)
+        _evaluate_register_deploy(tuned, dataset, commit, params)

@@ -6,6 +6,9 @@
 3. Start the model server on 127.0.0.1 with the champion (models:/interactavatar@champion), send it
    one held-out clip's reference frame, sentence and speech, and write the mp4 it answers.
 4. Print where the MLflow runs, the validation report and the evaluation report are; stop the server.
+
+`interactavatar demo retrain` (demo_retrain.py) continues from its output: new data, a scheduled
+warm-start run, the gate, a harmful run refused.
 """
 
 from __future__ import annotations
@@ -36,10 +39,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter")
     demo.set_defaults(func=run_demo)
+    from interactavatar.pipeline.demo_retrain import add_retrain_command
+
+    add_retrain_command(demo.add_subparsers(dest="demo_command", metavar="{retrain}"))
 
 
-def request_video(data_dir: Path, out: Path, env: dict, seed: int) -> dict:
-    """Serve the champion on loopback, send one held-out clip, write its answer; stop the server."""
+def request_video(data_dir: Path, out: Path, env: dict, seed: int, name: str = "demo") -> dict:
+    """Serve the champion on loopback, send one held-out clip, write its answer (out/NAME.mp4 and
+    out/NAME_motion.mp4); stop the server."""
     import numpy as np
     from PIL import Image
 
@@ -74,9 +81,10 @@ def request_video(data_dir: Path, out: Path, env: dict, seed: int) -> dict:
         client.close()
         server.terminate()
         server.wait(timeout=60)
-    (out / "demo.mp4").write_bytes(result.videos["video"])
-    (out / "demo_motion.mp4").write_bytes(result.videos["motion"])
-    return {"clip": entry.clip_id, "text": meta.text, "endpoint_latency_s": round(latency, 2)}
+    (out / f"{name}.mp4").write_bytes(result.videos["video"])
+    (out / f"{name}_motion.mp4").write_bytes(result.videos["motion"])
+    return {"video": str(out / f"{name}.mp4"), "clip": entry.clip_id, "text": meta.text,
+            "endpoint_latency_s": round(latency, 2)}
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -107,7 +115,7 @@ def run_demo(args: argparse.Namespace) -> int:
     for source, target in reports.values():
         shutil.copyfile(run_root / source, out / target)
     summary = {
-        "video": str(out / "demo.mp4"), "motion": str(out / "demo_motion.mp4"), **request,
+        **request, "motion": str(out / "demo_motion.mp4"),
         "data_repo": str(repo), "data_rev": revision,
         "mlflow": f"mlflow ui --backend-store-uri {env['MLFLOW_TRACKING_URI']}",
         **{name: str(out / target) for name, (_, target) in reports.items()},

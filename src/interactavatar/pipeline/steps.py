@@ -147,10 +147,22 @@ def train_stage(spec, nodes, output_uri: str, task_gpus: int = 1) -> Path:
 
 
 
-def evaluate_task(dataset, model, split: str, num_clips: int, steps: int, seed: int, parent_run_id: str,
-                  metrics, metrics_file, report) -> None:
-    """Score the model on `split` (0 clips or steps: all clips, the preset's steps) into the
-    metrics.json and report artifacts, and log the model's metrics for the KFP UI."""
+def resolve_champion_task(model_name: str) -> str:
+    """The registry's champion now, as models:/NAME/VERSION: the baseline a new version is scored
+    against; "" when there is none yet (the first version is scored against the floor)."""
+    from interactavatar.registry.mlflow import champion_version
+
+    version = champion_version(model_name)
+    pinned = f"models:/{model_name}/{version}" if version else ""
+    print(f"baseline: {pinned or 'none (no champion yet): the untrained floor'}", file=sys.stderr)
+    return pinned
+
+
+def evaluate_task(dataset, model, split: str, num_clips: int, steps: int, seed: int, baseline: str, level: float,
+                  parent_run_id: str, metrics, metrics_file, report) -> None:
+    """Score the model on `split` (0 clips or steps: all clips, the preset's steps), and `baseline`
+    (a pinned model reference; "": none) on the same clips, into the metrics.json and report
+    artifacts, and log the model's metrics for the KFP UI."""
     import tempfile
 
     from interactavatar.evaluate.run import METRICS_FILE, REPORT_FILE, EvaluationSettings, evaluate
@@ -159,7 +171,7 @@ def evaluate_task(dataset, model, split: str, num_clips: int, steps: int, seed: 
         result = evaluate(EvaluationSettings(
             model_dir=Path(model.path), data_dir=Path(dataset.path), out_dir=Path(out), split=split,
             num_clips=num_clips or None, steps=steps or None, seed=seed, parent_run_id=parent_run_id or None,
-            data_rev=dataset.metadata.get("data_rev")))
+            data_rev=dataset.metadata.get("data_rev"), baseline=baseline or None, level=level))
         shutil.copyfile(Path(out) / METRICS_FILE, metrics_file.path)
         shutil.copyfile(Path(out) / REPORT_FILE, report.path)
     for name, value in result["model"].items():
@@ -167,7 +179,7 @@ def evaluate_task(dataset, model, split: str, num_clips: int, steps: int, seed: 
             metrics.log_metric(name, value)
 
 
-def register_task(model, metrics_file, model_name: str, gate_metrics: str, gate_margin: float, data_rev: str,
+def register_task(model, metrics_file, model_name: str, gate: str, gate_level: float, data_rev: str,
                   parent_run_id: str, artifacts_destination: str, registration) -> str:
     """Register the model with its lineage; returns the champion's storage URI when the gate promoted
     it, else "" (the deploy condition)."""
@@ -178,10 +190,13 @@ def register_task(model, metrics_file, model_name: str, gate_metrics: str, gate_
     from interactavatar.registry.mlflow import lineage_tags, register, resolve
 
     tags = lineage_tags(model.path, data_rev=data_rev, pipeline_run_id=parent_run_id)
-    result = register(model.path, metrics_file.path, model_name, Gate.parse(gate_metrics, gate_margin), tags)
+    result = register(model.path, metrics_file.path, model_name, Gate.parse(gate, gate_level), tags)
+    print(f"{model_name} version {result.version}: {'promoted' if result.promoted else 'not promoted'}: "
+          f"{result.reason}", file=sys.stderr)
     uri = resolve(f"models:/{model_name}@champion", artifacts_destination=artifacts_destination or None)
     Path(registration.path).write_text(json.dumps({**asdict(result), "storage_uri": uri, **tags}, indent=1))
-    registration.metadata.update(version=result.version, promoted=result.promoted, storage_uri=uri)
+    registration.metadata.update(version=result.version, promoted=result.promoted, storage_uri=uri,
+                                 reason=result.reason)
     return uri if result.promoted else ""
 
 

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from interactavatar.config import DEFAULT_GATE, MODEL_NAME
+from interactavatar.evaluate.compare import DEFAULT_LEVEL
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -15,8 +16,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     register.add_argument("--model", required=True, type=Path, help="model directory")
     register.add_argument("--metrics", required=True, type=Path, help="metrics.json from `interactavatar evaluate`")
     register.add_argument("--name", default=MODEL_NAME)
-    register.add_argument("--gate", default=DEFAULT_GATE, help="NAME:max|min,... metrics the new version must beat")
-    register.add_argument("--margin", type=float, default=0.0, help="absolute improvement needed on every gate metric")
+    register.add_argument("--gate", default=DEFAULT_GATE, metavar="PRIMARY:max|min:MARGIN[,GUARD:max|min:TOLERANCE...]",
+                          help="the primary per-clip metric whose gain's interval must lie above MARGIN, then guards "
+                               "whose interval may not lie below -TOLERANCE (default: %(default)s)")
+    register.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="the intervals' confidence level")
     register.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
                           help="lineage tags (data_rev, dataset_hash, training run ids)")
     register.set_defaults(func=run_register)
@@ -25,8 +28,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     commands = registry.add_subparsers(dest="registry_command", required=True)
     rollback = commands.add_parser("rollback", help="retire the champion and restore the previous one")
     rollback.add_argument("--name", default=MODEL_NAME)
-    rollback.add_argument("--gate", default=DEFAULT_GATE)
-    rollback.add_argument("--margin", type=float, default=0.0)
     rollback.set_defaults(func=run_rollback)
     resolve = commands.add_parser("resolve", help="models:/NAME@ALIAS -> the artifact URI (s3://...)")
     resolve.add_argument("uri")
@@ -49,16 +50,15 @@ def run_register(args: argparse.Namespace) -> int:
     from interactavatar.registry.gate import Gate
     from interactavatar.registry.mlflow import register
 
-    result = register(args.model, args.metrics, args.name, Gate.parse(args.gate, args.margin), _tags(args.tag))
+    result = register(args.model, args.metrics, args.name, Gate.parse(args.gate, args.level), _tags(args.tag))
     print(json.dumps(asdict(result)))
     return 0
 
 
 def run_rollback(args: argparse.Namespace) -> int:
-    from interactavatar.registry.gate import Gate
     from interactavatar.registry.mlflow import rollback
 
-    print(json.dumps({"champion": rollback(args.name, Gate.parse(args.gate, args.margin))}))
+    print(json.dumps({"champion": rollback(args.name)}))
     return 0
 
 
