@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from interactavatar.model import lora
 from interactavatar.train.commands import add_commands, spec_from_args, spec_to_argv
 from interactavatar.train.curriculum import Curriculum
 from interactavatar.train.engine import EngineConfig
@@ -97,3 +98,28 @@ def test_a_new_table_entry_is_validated_and_gets_its_command(monkeypatch):
     assert args.pim is None and args.init == "m"
     spec = StageSpec(stage="probe", preset="tiny", data=Path("d"), out=Path("o"), pim=Path("p"))
     assert spec_from_args(parse(spec_to_argv(spec))) == spec
+
+
+def test_a_lora_stage_round_trips_and_is_refused_where_its_base_could_change(capsys):
+    spec = dataclasses.replace(full_spec("joint"), vae=None, pim=None, audio=None,
+                               init="models:/interactavatar@champion", lora_rank=8, lora_alpha=16.0)
+    argv = spec_to_argv(spec)
+    assert argv[argv.index("--lora-rank"):argv.index("--lora-rank") + 4] == ["--lora-rank", "8", "--lora-alpha", "16.0"]
+    assert spec_from_args(parse(argv)) == spec and spec.lora_config().alpha == 16.0
+    assert dataclasses.replace(spec, lora_alpha=None).lora_config() == lora.LoRAConfig(8, 8.0)
+    joint = dict(stage="joint", preset="tiny", data=Path("d"), out=Path("o"))
+    with pytest.raises(ValueError, match=r"^train joint: --lora-rank needs --init models:/NAME@ALIAS or "
+                                         r"models:/NAME/VERSION: an adapter is stored against its base"):
+        StageSpec(**joint, lora_rank=4)
+    for init in ("/models/joint", "s3://bucket/models/joint"):
+        with pytest.raises(ValueError, match=rf"^train joint: --lora-rank: --init {init} can change after training"):
+            StageSpec(**joint, init=init, lora_rank=4)
+    with pytest.raises(ValueError, match=r"^train pim: --lora-rank: only the joint stage trains LoRA adapters"):
+        StageSpec(**joint | {"stage": "pim"}, init="models:/m/1", lora_rank=4)
+    with pytest.raises(ValueError, match=r"^train joint: --lora-alpha without --lora-rank"):
+        StageSpec(**joint, init="models:/m/1", lora_alpha=2.0)
+    with pytest.raises(ValueError, match=r"--lora-rank 0, --lora-alpha None: lora: rank 0 must be a positive"):
+        StageSpec(**joint, init="models:/m/1", lora_rank=0)
+    with pytest.raises(SystemExit):  # the other stages' commands have no such option
+        parse(["train", "pim", "--data", "d", "--out", "o", "--init", "models:/m/1", "--lora-rank", "4"])
+    assert "unrecognized arguments: --lora-rank 4" in capsys.readouterr().err

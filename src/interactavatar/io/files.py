@@ -40,10 +40,13 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(target: str | Path) -> Iterator[Path]:
+def atomic_directory(target: str | Path, keep_existing: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces `target` in one rename.
 
     On an exception the temporary folder is removed and `target` keeps its previous contents.
+    keep_existing: a `target` already there when the folder is done wins and ours is discarded (a
+    cache of immutable content filled by several processes at once: both copies are the same, and
+    another process may be reading the first).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +56,14 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if keep_existing:
+        try:
+            os.rename(staging, target)  # fails when another process published the folder first
+        except OSError:
+            if not target.is_dir():
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+        return
     previous = None
     if target.exists():
         previous = target.with_name(f".{target.name}.old-{os.getpid()}")

@@ -8,7 +8,9 @@
   MinIO set AWS_ENDPOINT_URL, S3_USE_HTTPS=0 and the AWS key variables.
 
 Wherever the files came from, the model directory is the shallowest folder holding config.yaml
-beside its weights, so a registered artifact may nest it (e.g. artifacts/model/).
+beside its weights, so a registered artifact may nest it (e.g. artifacts/model/). A LoRA version's
+directory holds an adapter instead of full weights, and names its base as a pinned registry
+version (model/lora.py); `resolve_pinned` fetches such a base once per machine, into a cache.
 
 Every model directory we write says where it came from in `lineage.json` (`Lineage`): trained from
 scratch, imported from the public release, or fine-tuned from another model (its reference and,
@@ -18,17 +20,26 @@ for a registry model, its version). The registry copies it into each version's t
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from interactavatar.io.files import write_text_atomic
+from interactavatar.io.files import atomic_directory, write_text_atomic
 
 LINEAGE_FILE = "lineage.json"
 # Where a model's weights came from (Lineage.origin).
 ORIGINS = ("scratch", "release", "model")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+# A LoRA version's weights: the adapter and the fully trained aligner and norms (model/lora.py).
+ADAPTER_WEIGHTS = "adapter.safetensors"
+# What a model directory holds its weights in, beside config.yaml: all of them, or an adapter.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", ADAPTER_WEIGHTS)
+# Where registry versions fetched as a LoRA version's base are kept (default ~/.cache/interactavatar/models).
+MODEL_CACHE_ENV = "INTERACTAVATAR_MODEL_CACHE"
+PINNED = re.compile(r"models:/(?P<name>[^/@]+)/(?P<version>\d+)")
 
 
 @dataclass(frozen=True)
@@ -82,11 +93,17 @@ class ResolvedModel:
     def pinned(self) -> str:
         """The reference that names these exact weights: models:/NAME/VERSION for a registry
         reference (an alias replaced by the version it named), else the reference itself."""
-        return f"models:/{registry_name(self.reference)}/{self.version}" if self.version else self.reference
+        return pinned_reference(self.reference, self.version)
 
     def as_parent(self) -> Lineage:
         """The lineage of a model fine-tuned from this one."""
         return Lineage("model", self.reference, self.version)
+
+
+def pinned_reference(reference: str, version: str) -> str:
+    """models:/NAME/VERSION for a registry `reference` that named `version` (an alias replaced by
+    its version), else `reference` itself."""
+    return f"models:/{registry_name(reference)}/{version}" if version else reference
 
 
 def find_model_dir(root: Path) -> Path:
@@ -97,7 +114,8 @@ def find_model_dir(root: Path) -> Path:
     candidates = [p.parent for p in root.rglob("config.yaml")
                   if any((p.parent / name).is_file() for name in WEIGHT_FILES)]
     if not candidates:
-        raise FileNotFoundError(f"{root}: holds no model directory (config.yaml beside model.safetensors)")
+        raise FileNotFoundError(f"{root}: holds no model directory (config.yaml beside model.safetensors, "
+                                f"or beside {ADAPTER_WEIGHTS} for a LoRA version)")
     return min(candidates, key=lambda p: (len(p.parts), str(p)))
 
 
@@ -117,6 +135,31 @@ def resolve_model(ref: str, download_dir: str | Path | None = None) -> ResolvedM
     from kserve_storage import Storage
 
     return ResolvedModel(find_model_dir(Path(Storage.download(ref, str(target)))), ref)
+
+
+def resolve_pinned(ref: str) -> ResolvedModel:
+    """A pinned registry version (models:/NAME/VERSION), downloaded once into the model cache and
+    reused after: a version's files never change. The cache is keyed by the registry's URI too, as
+    two registries number their versions alike; a download is published in one rename, the first
+    process's copy kept when several fetch it at once."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    match = PINNED.fullmatch(ref)
+    if match is None:
+        raise ValueError(f"{ref}: expected a pinned registry version, models:/NAME/VERSION")
+    cache = Path(os.environ.get(MODEL_CACHE_ENV)
+                 or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "interactavatar" / "models")
+    registry = mlflow.get_registry_uri()
+    folder = cache / hashlib.sha256(registry.encode()).hexdigest()[:16] / match["name"] / match["version"]
+    if not folder.is_dir():
+        try:
+            with atomic_directory(folder, keep_existing=True) as staging:
+                resolve_model(ref, staging)
+        except MlflowException as err:
+            raise ValueError(f"{ref}: cannot be fetched from the registry at {registry} (MLFLOW_TRACKING_URI): "
+                             f"{err.message}") from err
+    return ResolvedModel(find_model_dir(folder), ref, match["version"])
 
 
 def resolve_model_dir(ref: str, download_dir: str | Path | None = None) -> Path:

@@ -6,6 +6,11 @@
     text_encoder/          only for encoders not loadable by path (the tiny random one)
     audio_encoder/         likewise (wav2vec2 is random on machines without its weights)
     lineage.json           where the weights came from: scratch, the release, or a parent model
+
+A LoRA version's directory (model/lora.py) holds config.yaml, adapter.json, adapter.safetensors and
+lineage.json instead: its base, a pinned registry version, supplies everything else, and
+`load_bundle` fetches it (MLFLOW_TRACKING_URI must name the registry; the download is cached),
+loads it, possibly itself a LoRA version, and merges the adapter in.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ import torch
 
 from interactavatar.config import InteractAvatarConfig, preset
 from interactavatar.io.files import atomic_directory
-from interactavatar.io.model_refs import Lineage, read_lineage, write_lineage
+from interactavatar.io.model_refs import Lineage, read_lineage, resolve_pinned, write_lineage
+from interactavatar.model import lora
 from interactavatar.model.audio import AudioEncoder
 from interactavatar.model.interact_avatar import InteractAvatar
 from interactavatar.model.text import TextEncoder
 from interactavatar.model.vae import CausalVAE, build_vae, load_vae
-from interactavatar.model.weights import read_model_weights, save_config_and_weights
+from interactavatar.model.weights import read_model_weights, save_config, save_config_and_weights
 
 if TYPE_CHECKING:
     from interactavatar.model.wan_vae import WanVAE
@@ -76,6 +82,18 @@ def write_model_files(bundle: ModelBundle, directory: str | Path) -> None:
     save_config_and_weights(directory, bundle.cfg, bundle.model.state_dict())
 
 
+def write_adapter_files(bundle: ModelBundle, cfg: lora.LoRAConfig, base: str, directory: str | Path) -> None:
+    """Write a LoRA version's entries into `directory`: the adapter of `bundle.model` (injected by
+    `lora.inject`) applied to `base` (models:/NAME/VERSION), the lineage, and config.yaml last, as
+    in `write_model_files`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.yaml").unlink(missing_ok=True)
+    lora.save_adapter(bundle.model, cfg, base, directory)
+    write_lineage(directory, bundle.lineage)
+    save_config(directory, bundle.cfg)
+
+
 def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
     """Write a whole model directory atomically (a failure leaves the old one intact)."""
     with atomic_directory(directory) as staging:
@@ -84,9 +102,12 @@ def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
 
 
 def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> ModelBundle:
+    """The model in `directory`; a LoRA version comes back merged into its base (a plain model)."""
     directory = Path(directory)
     if not (directory / "config.yaml").is_file():
         raise FileNotFoundError(f"{directory}: not a model directory (config.yaml missing)")
+    if (directory / lora.ADAPTER_RECORD).is_file():
+        return _load_adapter_bundle(directory).to(device)
     cfg = InteractAvatarConfig.load(directory / "config.yaml")
     model = InteractAvatar(cfg)
     missing, unexpected = model.load_state_dict(read_model_weights(directory), strict=False)
@@ -103,6 +124,24 @@ def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> Mo
         read_lineage(directory),
     )
     return bundle.to(device)
+
+
+def _load_adapter_bundle(directory: Path) -> ModelBundle:
+    """A LoRA version: its base from the registry (cached; loaded as any model, so a base that is
+    itself a LoRA version merges its own adapter first), this adapter merged in, this lineage."""
+    _, base = lora.read_adapter_record(directory)
+    try:
+        base_dir = resolve_pinned(base).path
+    except ValueError as err:
+        raise ValueError(f"{directory / lora.ADAPTER_RECORD}: its base {err}") from err
+    bundle = load_bundle(base_dir)
+    cfg = InteractAvatarConfig.load(directory / "config.yaml")
+    if cfg != bundle.cfg:
+        raise ValueError(f"{directory / 'config.yaml'}: differs from the config of its base {base} (an adapter "
+                         "applies to the model it was trained on)")
+    bundle.model = lora.merge_adapter(bundle.model, directory).eval()
+    bundle.lineage = read_lineage(directory)
+    return bundle
 
 
 def init_model_directory(preset_name: str, out: str | Path, seed: int = 0) -> Path:

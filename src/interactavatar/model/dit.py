@@ -89,14 +89,22 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
         """x: [B, L, C], rotation: [L, D/2] complex -> [B, L, C]."""
-        weight = torch.cat([self.q.weight, self.k.weight, self.v.weight])
-        bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])
-        qk, v = F.linear(x, weight, bias).unflatten(-1, (3, -1)).split([2, 1], dim=2)
+        qk, v = fused_linear(x, (self.q, self.k, self.v)).unflatten(-1, (3, -1)).split([2, 1], dim=2)
         qk = qk_rms_norm(qk, self.norm_q, self.norm_k)
         q, k = apply_rope(qk.unflatten(-1, (self.num_heads, -1)), rotation[:, None, None]).unbind(2)
         v = v.squeeze(2).unflatten(-1, (self.num_heads, -1))
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return self.o(out.transpose(1, 2).flatten(2))
+
+
+def fused_linear(x: torch.Tensor, layers: tuple[nn.Module, ...]) -> torch.Tensor:
+    """x [..., C] through several projections, their outputs concatenated [..., sum of outputs]:
+    one matmul of the stacked weights when every layer is a plain Linear. A layer wrapped by an
+    adapter (PEFT's LoRA layer, model/lora.py) runs its own forward instead, so that its low-rank
+    term applies: reading its `.weight` would silently skip the adapter."""
+    if all(isinstance(layer, nn.Linear) for layer in layers):
+        return F.linear(x, torch.cat([layer.weight for layer in layers]), torch.cat([layer.bias for layer in layers]))
+    return torch.cat([layer(x) for layer in layers], dim=-1)
 
 
 def qk_rms_norm(qk: torch.Tensor, norm_q: RMSNorm, norm_k: RMSNorm) -> torch.Tensor:
@@ -120,8 +128,7 @@ class CrossAttention(nn.Module):
         split = lambda t: rearrange(t, "b l (n d) -> b n l d", n=self.num_heads)  # noqa: E731
         q = split(self.norm_q(self.q(x)))
         # k and v in one projection of the context, as in SelfAttention
-        k, v = F.linear(context, torch.cat([self.k.weight, self.v.weight]),
-                        torch.cat([self.k.bias, self.v.bias])).chunk(2, dim=-1)
+        k, v = fused_linear(context, (self.k, self.v)).chunk(2, dim=-1)
         out = F.scaled_dot_product_attention(q, split(self.norm_k(k)), split(v))
         return self.o(rearrange(out, "b n l d -> b l (n d)"))
 

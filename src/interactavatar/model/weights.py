@@ -25,7 +25,12 @@ def save_config_and_weights(directory: str | Path, cfg, state_dict: dict[str, to
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in state_dict.items()}
     with atomic_path(directory / "model.safetensors") as tmp:
         save_file(tensors, str(tmp))
-    write_text_atomic(directory / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    save_config(directory, cfg)
+
+
+def save_config(directory: str | Path, cfg) -> None:
+    """Write the dataclass `cfg` as `config.yaml` in `directory`."""
+    write_text_atomic(Path(directory) / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 
 
 def load_dataclass(cls, path: str | Path):

@@ -151,15 +151,20 @@ def joint_finetune(dataset: Input[Dataset], vae: Input[Model], pim: Input[Model]
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def warm_start_finetune(dataset: Input[Dataset], init_model: str, preset: str, steps: int, batch_size: int,
-                        learning_rate: float, seed: int, injection: str, parent_run_id: str, model: Output[Model],
-                        num_nodes: int, gpus_per_node: int, trainer_runtime: str, trainer_namespace: str,
-                        trainer_image: str, trainjob_staging_uri: str, task_gpus: int, data_rev: str):
-    """Joint fine-tune of a whole model (both streams, the aligner) on new data.
+                        learning_rate: float, seed: int, injection: str, lora_rank: int, lora_alpha: float,
+                        parent_run_id: str, model: Output[Model], num_nodes: int, gpus_per_node: int,
+                        trainer_runtime: str, trainer_namespace: str, trainer_image: str, trainjob_staging_uri: str,
+                        task_gpus: int, data_rev: str):
+    """Joint fine-tune of a whole model (both streams, the aligner) on new data, or of LoRA adapters
+    on it.
 
     Args:
         init_model: the model to start from, pinned (resolve_init_model's output); its VAE and frozen
             encoders come with it, and the new model's lineage names it as the parent.
         injection: must be the init model's.
+        lora_rank: 0 fine-tunes the whole model; more trains adapters of that rank (the aligner and
+            norms whole), and the model is an adapter over the init version (a registry version).
+        lora_alpha: the adapters' scale numerator (0: the rank).
         model: the final model directory.
         preset ... data_rev: the training settings (module docstring).
     """
@@ -168,7 +173,8 @@ def warm_start_finetune(dataset: Input[Dataset], init_model: str, preset: str, s
     settings = TrainingSettings(preset, steps, batch_size, learning_rate, seed, parent_run_id, num_nodes,
                                 gpus_per_node, trainer_runtime, trainer_namespace, trainer_image, trainjob_staging_uri,
                                 task_gpus, data_rev)
-    train_task("joint", dataset, model, settings, injection=injection, init=init_model)
+    train_task("joint", dataset, model, settings, injection=injection, init=init_model, lora_rank=lora_rank,
+               lora_alpha=lora_alpha)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

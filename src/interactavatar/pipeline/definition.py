@@ -86,6 +86,8 @@ def interactavatar_pipeline(
     seed: int = 0,
     curriculum: str = "1,1,1",
     injection: str = "residual",
+    lora_rank: int = 0,
+    lora_alpha: float = 0.0,
     eval_split: str = "test",
     eval_clips: int = 8,
     eval_steps: int = 0,
@@ -119,7 +121,9 @@ def interactavatar_pipeline(
       5. joint_finetune: both streams and the M2V aligner from those two checkpoints.
     Warm start (a scheduled retraining, `init_model=champion`):
       3. warm_start_finetune: the init model, whole, fine-tuned on the new data (`joint_steps`); its
-         VAE and encoders come with it, and its lineage names the init version as the parent.
+         VAE and encoders come with it, and its lineage names the init version as the parent. With
+         `lora_rank` > 0, LoRA adapters (`lora_alpha`) on the frozen init model instead: the new
+         version holds the adapter and its base's version.
     Then, either way:
       6. resolve_champion, then evaluate: generate on the held-out split; score the model and the
          champion (the baseline) on the same clips and seeds, and an untrained floor and the ground
@@ -174,8 +178,8 @@ def interactavatar_pipeline(
         _evaluate_register_deploy(joint, dataset, commit, params)
 
     with dsl.Else(name="warm-start"):
-        tuned = warm_start_finetune(dataset=dataset, init_model=init.output, injection=injection, preset=preset,
-                                    steps=joint_steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                                    **where)
+        tuned = warm_start_finetune(dataset=dataset, init_model=init.output, injection=injection, lora_rank=lora_rank,
+                                    lora_alpha=lora_alpha, preset=preset, steps=joint_steps, batch_size=batch_size,
+                                    learning_rate=learning_rate, seed=seed, **where)
         _with_cluster_settings(tuned, "Warm-start fine-tune (from the init model)", gpus=train_task_gpus)
         _evaluate_register_deploy(tuned, dataset, commit, params)

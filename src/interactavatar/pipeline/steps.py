@@ -59,11 +59,12 @@ class TrainingSettings:
 
 def train_task(stage: str, dataset, output, settings: TrainingSettings, inputs: dict | None = None,
                curriculum: str | None = None, injection: str | None = None, init: str = "",
-               video_crop: int = 0) -> None:
+               video_crop: int = 0, lora_rank: int = 0, lora_alpha: float = 0.0) -> None:
     """Train `stage` on `dataset` into the `output` model artifact, from the `inputs` model artifacts
-    the stage needs (by name: vae, pim, audio), or from the model `init` names (a warm start). The
-    output folder holds the checkpoints too, so a
-    retried task on the same artifact path resumes instead of starting over."""
+    the stage needs (by name: vae, pim, audio), or from the model `init` names (a warm start; with
+    `lora_rank` > 0, LoRA adapters of that rank and `lora_alpha` (0: the rank) on the frozen init
+    model). The output folder holds the checkpoints too, so a retried task on the same artifact path
+    resumes instead of starting over."""
     from interactavatar.cluster.trainjob import TrainJobSettings
     from interactavatar.train.curriculum import Curriculum
     from interactavatar.train.engine import EngineConfig
@@ -76,6 +77,8 @@ def train_task(stage: str, dataset, output, settings: TrainingSettings, inputs: 
         options["injection"] = injection
     if video_crop:
         options["vae_video_crop"] = video_crop
+    if lora_rank:
+        options.update(lora_rank=lora_rank, lora_alpha=lora_alpha or None)
     data_rev = settings.data_rev or None
     if data_rev != dataset.metadata.get("data_rev", data_rev):
         raise ValueError(f"train {stage}: data_rev {data_rev} is not the dataset's ({dataset.metadata['data_rev']})")

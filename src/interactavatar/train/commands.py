@@ -23,7 +23,12 @@ STAGE_OPTIONS: dict[str, dict[str, dict]] = {
             "--vae-kind": dict(choices=VAE_KINDS, help="the VAE's architecture at the preset's sizes (default: the preset's)")},
     "pim": {"--curriculum": dict(default="1,1,1",
                                  help="detection,continuation,generation weights (0,1,1 is the no-detection ablation)")},
-    "joint": {"--injection": dict(default="residual", choices=INJECTIONS)},
+    "joint": {"--injection": dict(default="residual", choices=INJECTIONS),
+              "--lora-rank": dict(type=int, metavar="R",
+                                  help="train rank-R LoRA adapters (PEFT) on both streams' attention and FFN, with "
+                                       "the aligner and norms, on the frozen --init model (a registry version), and "
+                                       "write them as a LoRA version (default: a full fine-tune)"),
+              "--lora-alpha": dict(type=float, metavar="A", help="the adapters' scale is A / R (default: A = R)")},
 }
 # How spec_to_argv writes the stage options.
 OPTION_VALUES = {
@@ -32,6 +37,8 @@ OPTION_VALUES = {
     "--video-crop": lambda spec: None if spec.vae_video_crop is None else str(spec.vae_video_crop),
     "--curriculum": lambda spec: ",".join(repr(weight) for weight in spec.curriculum.weights()),
     "--injection": lambda spec: spec.injection,
+    "--lora-rank": lambda spec: None if spec.lora_rank is None else str(spec.lora_rank),
+    "--lora-alpha": lambda spec: None if spec.lora_alpha is None else repr(spec.lora_alpha),
 }
 
 
@@ -82,6 +89,7 @@ def spec_from_args(args: argparse.Namespace) -> StageSpec:
         **({} if getattr(args, "motion_steps", None) is None else {"vae_motion_steps": args.motion_steps}),
         vae_kind=getattr(args, "vae_kind", None), vae_video_crop=getattr(args, "video_crop", None),
         init=getattr(args, "init", None),
+        lora_rank=getattr(args, "lora_rank", None), lora_alpha=getattr(args, "lora_alpha", None),
     )
 
 

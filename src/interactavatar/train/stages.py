@@ -2,7 +2,8 @@
 
 Every stage runs the same loop under DeepSpeed, checkpoints into `<out>/checkpoints`, resumes when
 run again on the same --out, tracks itself in MLflow, and ends by writing its model directory at
-the top of --out: a VAE directory for `vae`, a full InteractAvatar model directory for the others.
+the top of --out: a VAE directory for `vae`, a full InteractAvatar model directory for the others,
+or for a LoRA joint stage (--lora-rank) a LoRA version's directory (model/lora.py).
 """
 
 from __future__ import annotations
@@ -22,9 +23,16 @@ import torch
 from interactavatar.config import VAE_KINDS, preset
 from interactavatar.data.versioning import data_revision, dataset_hash
 from interactavatar.io.files import write_text_atomic
-from interactavatar.io.model_refs import ResolvedModel, resolve_model
+from interactavatar.io.model_refs import ADAPTER_WEIGHTS, ResolvedModel, pinned_reference, resolve_model
+from interactavatar.model import lora
 from interactavatar.model.aligner import MotionToVideoAligner
-from interactavatar.model.bundle import ModelBundle, build_bundle, load_bundle, write_model_files
+from interactavatar.model.bundle import (
+    ModelBundle,
+    build_bundle,
+    load_bundle,
+    write_adapter_files,
+    write_model_files,
+)
 from interactavatar.model.vae import CausalVAE, build_vae, load_vae
 from interactavatar.model.weights import read_model_weights
 from interactavatar.train import engine as ds
@@ -44,7 +52,8 @@ from interactavatar.train.tracking import StageRun, peak_memory_mb
 if TYPE_CHECKING:
     from interactavatar.model.wan_vae import WanVAE
 
-MODEL_ENTRIES = ["config.yaml", "model.safetensors", "vae", "text_encoder", "audio_encoder", "lineage.json"]
+MODEL_ENTRIES = ["config.yaml", "model.safetensors", "vae", "text_encoder", "audio_encoder", "lineage.json",
+                 lora.ADAPTER_RECORD, ADAPTER_WEIGHTS]
 # In --out: where a warm start's init model is downloaded (one folder per process), and the
 # registry version its first attempt resolved, so that a resume restarts from the same weights.
 INIT_DIR, INIT_RECORD = "init", "init.json"
@@ -117,6 +126,11 @@ class StageSpec:
     # or models:/NAME/VERSION). Its weights, VAE and frozen encoders replace the stage's inputs
     # (vae, pim, audio), and the model it writes names it as its parent (lineage.json).
     init: str | None = None
+    # LoRA (joint stage only): adapters of this rank on both streams' attention and FFN, trained
+    # with the aligner and the norms on the frozen init model, which must be a registry version;
+    # the stage writes a LoRA version's directory (model/lora.py). alpha None: the rank.
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
     parent_run_id: str | None = None
     data_rev: str | None = None
     track: bool = True
@@ -124,6 +138,7 @@ class StageSpec:
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"train: unknown stage {self.stage!r}; choose one of {tuple(STAGES)}")
+        self._check_lora()
         needs = STAGES[self.stage].needs
         if self.init is not None:
             if self.stage == "vae":
@@ -146,6 +161,31 @@ class StageSpec:
                                  f"spatial compression ({step})")
         if self.vae_motion_steps < 1:
             raise ValueError(f"train vae: --motion-steps {self.vae_motion_steps} must be at least 1")
+
+    def _check_lora(self) -> None:
+        if self.lora_rank is None:
+            if self.lora_alpha is not None:
+                raise ValueError(f"train {self.stage}: --lora-alpha without --lora-rank")
+            return
+        where = f"train {self.stage}: --lora-rank"
+        if self.stage != "joint":
+            raise ValueError(f"{where}: only the joint stage trains LoRA adapters")
+        if not self.init:
+            raise ValueError(f"{where} needs --init models:/NAME@ALIAS or models:/NAME/VERSION: an adapter is "
+                             "stored against its base, which must be a registry version")
+        if not self.init.startswith("models:/"):
+            raise ValueError(f"{where}: --init {self.init} can change after training (a directory or URI); an "
+                             "adapter's base must be a registry version (models:/NAME@ALIAS or models:/NAME/VERSION): "
+                             "register the model first")
+        try:
+            self.lora_config()
+        except ValueError as err:
+            raise ValueError(f"train {self.stage}: --lora-rank {self.lora_rank}, --lora-alpha {self.lora_alpha}: "
+                             f"{err}") from err
+
+    def lora_config(self) -> lora.LoRAConfig:
+        """The LoRA stage's adapter settings (call only when lora_rank is set)."""
+        return lora.LoRAConfig(self.lora_rank, self.lora_alpha)
 
 
 def _clip_dataset(spec: StageSpec, cfg):
@@ -291,6 +331,12 @@ def _warm_start(spec: StageSpec) -> ModelBundle:
                          f"{spec.init} was trained with {bundle.cfg.injection}")
     bundle.lineage = resolved.as_parent()
     bundle.model.set_gradient_checkpointing(spec.gradient_checkpointing)
+    if spec.lora_rank:
+        # Adapters before DeepSpeed sees the module: its checkpoints hold them like any weight.
+        # Their random half is keyed by the seed alone, as a fresh model is.
+        with torch.random.fork_rng():
+            torch.manual_seed(spec.seed)
+            lora.inject(bundle.model, spec.lora_config())
     return bundle
 
 
@@ -339,8 +385,13 @@ def _cached_features(spec: StageSpec, cache: FeatureCache, layout: BatchLayout, 
 
 
 def _write_model(spec: StageSpec, bundle: ModelBundle, cache: FeatureCache) -> None:
-    """A full model directory (weights, config, VAE and encoders)."""
-    write_model_files(bundle, spec.out)
+    """A full model directory (weights, config, VAE and encoders), or a LoRA stage's adapter
+    directory, its base the init model's pinned registry version."""
+    if spec.lora_rank:
+        base = pinned_reference(bundle.lineage.parent, bundle.lineage.parent_version)
+        write_adapter_files(bundle, spec.lora_config(), base, spec.out)
+    else:
+        write_model_files(bundle, spec.out)
 
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
@@ -356,6 +407,14 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           streams=frozenset({"video", "motion", "audio"}), model=_pretrained_model, data=_feature_cache,
           objective=_joint_objective, batch=_cached_features, write=_write_model),
 )}
+
+
+def parameter_counts(module: torch.nn.Module) -> dict[str, int]:
+    """{"trainable": ..., "total": ...} parameters of the module DeepSpeed trains (a LoRA stage's
+    total counts its adapters too)."""
+    parameters = list(module.parameters())
+    return {"trainable": sum(p.numel() for p in parameters if p.requires_grad),
+            "total": sum(p.numel() for p in parameters)}
 
 
 def _global_batch_mean(sums: dict[str, torch.Tensor], layout: BatchLayout) -> dict[str, float]:
@@ -395,7 +454,9 @@ def run_stage(spec: StageSpec, stop_after: int | None = None) -> Path:
         if run.enabled:
             run.log_params({"stage": dataclasses.asdict(spec) | {"out": str(spec.out), "data": str(spec.data)},
                             "model": getattr(trained, "cfg", None) and dataclasses.asdict(trained.cfg),
-                            "global_batch": layout.global_batch, "processes": layout.ranks})
+                            "global_batch": layout.global_batch, "processes": layout.ranks,
+                            "parameters": parameter_counts(objective),
+                            **({"lora": dataclasses.asdict(spec.lora_config())} if spec.lora_rank else {})})
             # Hashing reads the whole dataset: only the rank that records it does.
             lineage = getattr(trained, "lineage", None)
             run.set_tags({"data_rev": spec.data_rev or data_revision(spec.data),
