@@ -35,20 +35,18 @@ from interactavatar.pipeline.demo import DEMO_PARAMS
 
 
 def _register(model_dir: Path, tracking: str) -> str:
-    """`model_dir` as a new version of MODEL_NAME (MLflow alone: no evaluation, no gate)."""
+    """`model_dir` as a new version of MODEL_NAME (MLflow alone: no evaluation, no gate). Only a
+    client bound to `tracking`: the fluent API follows process-wide state, which an earlier caller
+    (a test against an MLflow server) may have pointed elsewhere."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(tracking)
-    # The experiment and its artifact folder named here, not taken from mlflow's process-wide state:
-    # in a long pytest session an earlier test's server-side experiment left runs logging to
-    # mlflow-artifacts:/, which a SQLite-only subprocess cannot read.
-    experiment = mlflow.MlflowClient(tracking).get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else mlflow.MlflowClient(tracking).create_experiment(
+    client = mlflow.MlflowClient(tracking, tracking)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
         EXPERIMENT, artifact_location=(Path(tracking.removeprefix("sqlite:///")).parent / "artifacts").as_uri())
-    with mlflow.start_run(experiment_id=experiment_id, run_name="bench-lora-base") as run:
-        mlflow.log_artifacts(str(model_dir), artifact_path="model")
-    client = mlflow.MlflowClient()
+    run = client.create_run(experiment_id, run_name="bench-lora-base")
+    client.log_artifacts(run.info.run_id, str(model_dir), artifact_path="model")
+    client.set_terminated(run.info.run_id)
     client.create_registered_model(MODEL_NAME)
     return str(client.create_model_version(MODEL_NAME, f"{run.info.artifact_uri}/model", run.info.run_id).version)
 
