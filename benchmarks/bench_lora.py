@@ -20,15 +20,14 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from benchmarks.summary import headline
+from benchmarks.timing import run_child
 from interactavatar.config import EXPERIMENT, MODEL_NAME, preset
 from interactavatar.io.model_refs import ADAPTER_WEIGHTS, MODEL_CACHE_ENV
 from interactavatar.pipeline.demo import DEMO_PARAMS
@@ -55,14 +54,7 @@ def _train(name: str, flags: list[str], env: dict, out: Path) -> dict:
     """One joint stage in a child process: wall time, and the child's own CPU time (user + system)
     and peak RSS."""
     command = [sys.executable, "-m", "interactavatar.cli", "train", "joint", "--out", str(out), *flags]
-    started = time.perf_counter()
-    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"train joint ({name}) failed:\n{child.stderr.read().decode()[-3000:]}")
-    return {"wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+    return run_child(command, env, f"train joint ({name})")
 
 
 def _run_facts(out: Path, tracking: str) -> dict:

@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.summary import headline
+from benchmarks.timing import run_child
 from interactavatar.config import VAE_KINDS, preset
 from interactavatar.pipeline.demo import DEMO_PARAMS
 
@@ -41,13 +41,9 @@ def _train(kind: str, preset_name: str, data: Path, out: Path, steps: int, batch
                "--lr", repr(lr), "--checkpoint-every", str(steps), "--log-every", str(max(steps // 10, 1)),
                *(["--video-crop", str(crop)] if crop else [])]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out.parent / 'mlflow.db'}"}
-    started = time.perf_counter()
-    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"train vae --vae-kind {kind} failed:\n{child.stderr.read().decode()[-3000:]}")
-    return {"train_s": round(wall, 1), "s_per_step": round(wall / steps, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+    measured = run_child(command, env, f"train vae --vae-kind {kind}")
+    return {"train_s": measured["wall_s"], "s_per_step": round(measured["wall_s"] / steps, 3),
+            "peak_rss_mb": measured["peak_rss_mb"]}
 
 
 def _round_trip(vae_dir: Path, data: Path, preset_name: str, num_clips: int) -> dict:

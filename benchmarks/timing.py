@@ -49,3 +49,24 @@ def ratio(times: dict, numerator: str, denominator: str, clock: str = "wall") ->
 def median_ms(times: dict, clock: str = "wall") -> dict[str, float]:
     """Median milliseconds per call of every candidate."""
     return {name: round(1000 * statistics.median(values), 1) for name, values in times[clock].items()}
+
+
+def run_child(command: list[str], env: dict, what: str) -> dict:
+    """Run `command` to completion in a child process: {"wall_s", "cpu_s" (its user + system time),
+    "peak_rss_mb" (its own maximum resident set, wait4 rusage)}. A failure raises with the tail of
+    its stderr, naming `what`. stderr goes to a file: a pipe read only after wait4 would block a
+    child that fills it."""
+    import os
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile() as stderr:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status) != 0:
+            stderr.seek(0)
+            raise RuntimeError(f"{what} failed:\n{stderr.read().decode(errors='replace')[-3000:]}")
+    return {"wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024)}

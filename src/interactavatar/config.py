@@ -27,7 +27,7 @@ RELEASE_GRID_RATIO = (11, 4)
 # The registered model, the endpoint's model name, and the MLflow experiment of every run.
 MODEL_NAME = "interactavatar"
 EXPERIMENT = "interactavatar"
-# The registry gate when none is given (registry/gate.py; reasons in the README's "The gate"): the
+# The registry gate when none is given (registry/gate.py; reasons in docs/training.md, "The default gate and why"): the
 # primary metric with the margin its interval must clear, then guard metrics with the loss each
 # tolerates. Names are per-clip metrics (evaluate/score.py).
 DEFAULT_GATE = "grounding_iou:max:0,pck_body:max:0.05,wrong_object:min:0.1,ssim:max:0.05,sync_confidence:max:0.05"

@@ -44,6 +44,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     add_retrain_command(demo.add_subparsers(dest="demo_command", metavar="{retrain}"))
 
 
+def demo_environment(out: Path) -> tuple[Path, dict]:
+    """The demo's output folder (absolute, created) and environment, also set in this process:
+    MLflow on SQLite in that folder unless MLFLOW_TRACKING_URI names another store, no DVC analytics."""
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{out}/mlflow.db"),
+           "DVC_NO_ANALYTICS": "1"}
+    os.environ.update(env)
+    return out, env
+
+
 def request_video(data_dir: Path, out: Path, env: dict, seed: int, name: str = "demo") -> dict:
     """Serve the champion on loopback, send one held-out clip, write its answer (out/NAME.mp4 and
     out/NAME_motion.mp4); stop the server."""
@@ -94,11 +105,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from interactavatar.pipeline.commands import parse_params, run_local
 
     started = time.perf_counter()
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{out}/mlflow.db"),
-           "DVC_NO_ANALYTICS": "1"}
-    os.environ.update(env)
+    out, env = demo_environment(args.out)
     params = {**DEMO_PARAMS, **parse_params(args.param)}
     repo = out / "data-repo"
     revision = make_versioned_dataset(repo, args.num_clips, args.seed, SynthSpec.from_config(preset(params["preset"])),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -98,17 +97,13 @@ def run_retrain(args: argparse.Namespace) -> int:
     from interactavatar.data.synth import SynthSpec
     from interactavatar.data.versioning import make_versioned_dataset
     from interactavatar.pipeline.commands import parse_params
-    from interactavatar.pipeline.demo import DEMO_PARAMS, request_video
+    from interactavatar.pipeline.demo import DEMO_PARAMS, demo_environment, request_video
     from interactavatar.registry.mlflow import champion_version, lineage
 
     if args.new_clips < 1:
         raise ValueError(f"--new-clips {args.new_clips}: must be at least 1")
     started = time.perf_counter()
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{out}/mlflow.db"),
-           "DVC_NO_ANALYTICS": "1"}
-    os.environ.update(env)
+    out, env = demo_environment(args.out)
     params = {**DEMO_PARAMS, "seed": args.seed, **parse_params(args.param)}
     spec = SynthSpec.from_config(preset(params["preset"]))
     repo, work = out / "data-repo", out / "retrain"
