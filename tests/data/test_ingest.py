@@ -9,7 +9,7 @@ from PIL import Image
 from interactavatar.cli import main
 from interactavatar.data.ingest import ingest_cases, ingest_videos
 from interactavatar.data.render import render_clip
-from interactavatar.data.schema import read_manifest, read_meta
+from interactavatar.data.schema import UnsafePathError, read_manifest, read_meta
 from interactavatar.data.validation import validate
 from interactavatar.io.media import read_video, write_video
 
@@ -49,6 +49,16 @@ def test_ingest_video_folder(video_folder, demo_dataset, tmp_path):
     assert unannotated.split == "val" and not unannotated.left_hand.any() and unannotated.objects[0] == []
     with pytest.raises(ValueError, match="already in the dataset"):
         ingest_videos(video_folder, out)
+
+
+def test_ingest_refuses_to_write_through_a_link(video_folder, tmp_path):
+    out = tmp_path / "dataset"
+    out.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (out / "take-synth7-000000").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UnsafePathError, match=r"clip_id 'take-synth7-000000': .* is a symbolic link"):
+        ingest_videos(video_folder, out)
+    assert not any((tmp_path / "elsewhere").iterdir())
 
 
 def test_ingest_video_folder_errors_name_the_file(video_folder, tmp_path):

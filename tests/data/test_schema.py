@@ -6,9 +6,13 @@ import pytest
 from interactavatar.data.schema import (
     BODY_KEYPOINTS,
     HAND_KEYPOINTS,
+    META_FIELDS,
+    OBJECT_FIELDS,
     ClipMeta,
     ManifestEntry,
     ObjectBox,
+    UnsafePathError,
+    read_clip,
     read_manifest,
     read_meta,
     write_manifest,
@@ -90,3 +94,49 @@ def test_audio_defaults_to_the_wav_and_null_means_the_video_track():
     assert ClipMeta.from_dict(data).audio == "audio.wav"
     data["audio"] = None
     assert ClipMeta.from_dict(data).audio is None
+
+
+def test_known_fields_are_the_ones_written():
+    data = _meta().to_dict()
+    assert tuple(data) == META_FIELDS and tuple(data["objects"][0][0]) == OBJECT_FIELDS
+
+
+def test_extra_is_free_form_and_target_is_a_flag():
+    data = _meta().to_dict()
+    data["extra"] = {"anything": {"nested": [1, "two"]}}
+    del data["objects"][0][1]["target"]
+    meta = ClipMeta.from_dict(data)
+    assert meta.extra["anything"]["nested"] == [1, "two"] and not meta.objects[0][1].target
+
+
+@pytest.mark.parametrize("path, problem", [
+    ("", "names nothing"), (".", "names nothing"), ("/data/c1", "is absolute"),
+    ("../c1", "climbs out"), ("sub/../../c1", "climbs out"), ("sub/../c1", "climbs out"), ("c\0", "NUL"),
+])
+def test_manifest_paths_stay_below_the_dataset(tmp_path, path, problem):
+    (tmp_path / "manifest.jsonl").write_text(json.dumps({"clip_id": "c1", "path": path, "split": "train"}) + "\n")
+    with pytest.raises(UnsafePathError, match=r"manifest.jsonl:1: clip 'c1': field path: ") as err:
+        read_manifest(tmp_path)
+    assert problem in str(err.value)
+
+
+def test_clip_files_resolve_below_the_dataset_whose_own_root_may_be_a_link(tmp_path):
+    """The dataset root is the caller's to choose (a mount, a checkout through a link); below it,
+    paths like sub/./c1 are fine and lead to the clip's files."""
+    write_meta(tmp_path / "real" / "sub" / "c1", _meta())
+    write_manifest(tmp_path / "real", [ManifestEntry("c1", "sub/./c1", "train")])
+    (tmp_path / "root").symlink_to(tmp_path / "real")
+    root = tmp_path / "root"
+    meta, files = read_clip(root, read_manifest(root)[0])
+    assert meta.clip_id == "c1" and files.folder == root / "sub" / "c1"
+    assert (files.meta, files.video, files.speech) == (files.folder / "meta.json", files.folder / "video.mp4",
+                                                       files.folder / "audio.wav")
+
+
+def test_manifest_lines_end_at_newlines_only(tmp_path):
+    """JSON Lines: CRLF endings read, and a clip id holding U+2028 is not split in two."""
+    lines = [json.dumps({"clip_id": "a\u2028b", "path": "a", "split": "train"}, ensure_ascii=False),
+             json.dumps({"clip_id": "c", "path": "c", "split": "val"})]
+    (tmp_path / "manifest.jsonl").write_bytes("\r\n".join(lines).encode() + b"\r\n")
+    entries = read_manifest(tmp_path)
+    assert [(e.clip_id, e.line) for e in entries] == [("a\u2028b", 1), ("c", 2)]

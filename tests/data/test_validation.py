@@ -32,43 +32,43 @@ def _corrupt(root):
     meta = read_meta(clip[1])
     meta.fps = 30.0
     write_meta(clip[1], meta)
-    expected[entries[1].path] = "meta.json says fps=30.0"
+    expected[entries[1].path] = "meta.json: field fps: 30.0, but video.mp4 runs at 25.0 fps"
 
     (clip[2] / "audio.wav").unlink()
-    expected[entries[2].path] = "audio missing or unreadable"
+    expected[entries[2].path] = "meta.json: field audio: audio.wav: [Errno 2] No such file"
 
     samples, rate = soundfile.read(clip[3] / "audio.wav")
     soundfile.write(clip[3] / "audio.wav", samples[: len(samples) // 2], rate)
-    expected[entries[3].path] = "audio length differs from the video by -2.50 frames"
+    expected[entries[3].path] = "field audio: audio.wav's length differs from video.mp4's by -2.50 frames"
 
     meta = read_meta(clip[4])
     meta.body[2, 4, 0] = np.nan
     write_meta(clip[4], meta)
-    expected[entries[4].path] = "1 keypoint/box values are NaN"
+    expected[entries[4].path] = "meta.json: field body[2][4]: NaN or infinite (1 such in the clip)"
 
     meta = read_meta(clip[5])
     meta.objects[3][0].x1 = 500.0
     write_meta(clip[5], meta)
-    expected[entries[5].path] = "1 object/face boxes leave the frame"
+    expected[entries[5].path] = "meta.json: field objects[3][0].box: box leaves the 88x88 frame"
 
     meta = read_meta(clip[6])
     meta.text = "   "
     write_meta(clip[6], meta)
-    expected[entries[6].path] = "text is empty"
+    expected[entries[6].path] = "meta.json: field text is empty"
 
     entries[7].clip_id = entries[8].clip_id
-    expected[entries[7].path] = f"clip_id {entries[8].clip_id!r} appears more than once"
-    expected[entries[8].path] = f"clip_id {entries[8].clip_id!r} appears more than once"
+    expected[entries[7].path] = f"field clip_id: {entries[8].clip_id!r} appears more than once"
+    expected[entries[8].path] = f"field clip_id: {entries[8].clip_id!r} appears more than once"
 
     entries[9].split = None
-    expected[entries[9].path] = "no split in manifest.jsonl"
+    expected[entries[9].path] = "manifest.jsonl:10: field split is missing"
 
     meta = read_meta(clip[10])
     meta.num_frames = 4
     meta.body, meta.left_hand, meta.right_hand = meta.body[:4], meta.left_hand[:4], meta.right_hand[:4]
     meta.face, meta.objects = meta.face[:4], meta.objects[:4]
     write_meta(clip[10], meta)
-    expected[entries[10].path] = "video has 5 frames, meta.json says num_frames=4"
+    expected[entries[10].path] = "meta.json: field num_frames: 4, but video.mp4 has 5 frames"
 
     write_manifest(root, entries)
     return expected

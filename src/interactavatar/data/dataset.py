@@ -3,6 +3,10 @@
 Every clip goes through one geometric transform (temporal resampling, centre crop to the target
 aspect, resize), applied alike to the video, the keypoints and the boxes; the motion video is then
 rendered from the transformed keypoints at the motion size, so motion and video always agree.
+
+Clips are reached through `schema.read_clip`, which refuses paths that leave the dataset and files
+behind symbolic links: training may run on a folder nobody validated, and must then read exactly
+the bytes the dataset's hash and version describe.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from torch.utils.data import Dataset
 
 from interactavatar.config import InteractAvatarConfig
 from interactavatar.data.render import render_clip
-from interactavatar.data.schema import ClipMeta, read_manifest, read_meta
+from interactavatar.data.schema import ClipFiles, ClipMeta, read_clip, read_manifest
 from interactavatar.io.media import crop_box, fit_on_white, normalize_loudness, read_audio, read_video
 
 CURRICULUM_TASKS = ("detection", "continuation", "generation")
@@ -126,18 +130,17 @@ class ClipDataset(Dataset):
             raise ValueError(f"{self.root}: no clips in split {split!r}")
         self.start = start
         # Parsing meta.json and rendering motion cost more than decoding the video: keep both.
-        self._meta_cache: dict[int, ClipMeta] = {}
+        self._clip_cache: dict[int, tuple[ClipMeta, ClipFiles]] = {}
         self._motion_cache: dict[tuple[int, int], torch.Tensor] | None = {} if cache_motion else None
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        entry = self.entries[index]
-        clip_dir = self.root / entry.path
-        meta = self._meta_cache.get(index) or read_meta(clip_dir)
-        self._meta_cache[index] = meta
-        frames, fps = read_video(clip_dir / meta.video)
+        if index not in self._clip_cache:
+            self._clip_cache[index] = read_clip(self.root, self.entries[index])
+        meta, files = self._clip_cache[index]
+        frames, fps = read_video(files.video)
         config = self.config
         rate, count = config.audio.fps, config.num_frames
         available = min(len(frames), meta.num_frames)
@@ -153,7 +156,7 @@ class ClipDataset(Dataset):
         target_box = crop.boxes(meta.target_boxes()[picks])
         face = crop.boxes(meta.face[picks])
         motion = self._motion(index, start, body, left_hand, right_hand, target_box)
-        audio = self._audio(clip_dir, meta, start / fps, count / rate)
+        audio = self._audio(files.speech, start / fps, count / rate)
         return {
             "video": video,
             "motion": motion,
@@ -180,9 +183,9 @@ class ClipDataset(Dataset):
             self._motion_cache[key] = motion
         return motion
 
-    def _audio(self, clip_dir: Path, meta: ClipMeta, offset: float, seconds: float) -> torch.Tensor:
+    def _audio(self, speech: Path, offset: float, seconds: float) -> torch.Tensor:
         rate = self.config.audio.sample_rate
-        samples = read_audio(clip_dir / (meta.audio or meta.video), rate)
+        samples = read_audio(speech, rate)
         samples = normalize_loudness(samples, rate)  # as inference prepares speech: one rule
         first, length = int(round(offset * rate)), int(round(seconds * rate))
         out = np.zeros(length, np.float32)

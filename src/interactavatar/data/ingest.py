@@ -37,6 +37,7 @@ from interactavatar.data.schema import (
     ClipMeta,
     ManifestEntry,
     ObjectBox,
+    inside,
     read_manifest,
     write_manifest,
     write_meta,
@@ -182,7 +183,8 @@ class _DatasetWriter:
     def clip_dir(self, clip_id: str) -> Path:
         if clip_id in self.ids:
             raise ValueError(f"{self.root}: clip_id {clip_id!r} is already in the dataset")
-        return self.root / clip_id
+        # A link already standing at the clip's name would take the clip's files out of the dataset.
+        return inside(self.root, clip_id, f"{self.root}: clip_id {clip_id!r}")
 
     def add(self, meta: ClipMeta) -> ManifestEntry:
         write_meta(self.root / meta.clip_id, meta)

@@ -13,16 +13,22 @@ Body keypoints follow the OpenPose-18 order (BODY_KEYPOINTS); hands follow the 2
 hand order (wrist, then four points per finger from the palm outwards: thumb, index, middle, ring,
 little). "left" and "right" are the person's own sides, as in OpenPose.
 
-This module checks structure (types, shapes) and names the file and field it rejects; whether the
-values make sense (finite, inside the frame, matching the video) is the validator's job, so that a
-bad clip is reported with the others instead of stopping a whole run.
+This module checks structure (types, shapes, known fields, UTF-8 strings) and names the file and
+field it rejects; whether the values make sense (finite, inside the frame, matching the video) is
+the validator's job, so that a bad clip is reported with the others instead of stopping a whole run.
+
+It is also the one place that turns the manifest's and meta.json's paths into files (`read_clip`):
+a path must stay inside its folder (relative, no `..`) and nothing on the way to a file may be a
+symbolic link. A link or an escaping path lets a dataset's hash, its DVC version and its validation
+describe other bytes than the ones training reads, so the loader refuses them itself, validated or
+not (UnsafePathError, naming the manifest line or meta.json, the clip and the field).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -44,6 +50,14 @@ MANIFEST = "manifest.jsonl"
 META = "meta.json"
 VIDEO = "video.mp4"
 AUDIO = "audio.wav"
+META_FIELDS = ("clip_id", "text", "fps", "num_frames", "width", "height", "split", "video", "audio",
+               "body", "left_hand", "right_hand", "face", "objects", "extra")
+OBJECT_FIELDS = ("label", "box", "target")
+MANIFEST_FIELDS = ("clip_id", "path", "split")
+
+
+class UnsafePathError(ValueError):
+    """A dataset path that leaves its folder, or a file reached through a symbolic link."""
 
 
 @dataclass
@@ -112,6 +126,9 @@ class ClipMeta:
         """Parse a meta.json object; errors read "<where>: field <name>: <problem>"."""
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected a JSON object")
+        # An unknown field is most often a misspelt optional one ("vidoe"), which would otherwise
+        # fall back to its default in silence; free-form facts belong under `extra`.
+        _known_fields(data, META_FIELDS, where)
         num_frames = _field(data, "num_frames", int, where)
         objects = _field(data, "objects", list, where)
         if len(objects) != num_frames:
@@ -129,29 +146,99 @@ class ClipMeta:
             face=_array(data, "face", (num_frames, 4), where),
             objects=[_frame_objects(frame, f"{where}: field objects[{i}]") for i, frame in enumerate(objects)],
             split=_field(data, "split", str, where, required=False),
-            video=_field(data, "video", str, where, required=False) or VIDEO,
+            video=_file_name(data, "video", where) or VIDEO,
             # Absent: the default audio.wav; an explicit null: the video's own audio track.
-            audio=_field(data, "audio", str, where, required=False) if "audio" in data else AUDIO,
+            audio=_file_name(data, "audio", where) if "audio" in data else AUDIO,
             extra=_field(data, "extra", dict, where, required=False) or {},
         )
 
 
 @dataclass
 class ManifestEntry:
-    """One line of manifest.jsonl: the clip, its folder relative to the dataset, its split."""
+    """One line of manifest.jsonl: the clip, its folder relative to the dataset, its split; `line`
+    (1-based; 0 for an entry made in code) is where errors point."""
 
     clip_id: str
     path: str
     split: str | None
+    line: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class ClipFiles:
+    """The files of one clip that training reads, each inside the dataset and reached without a
+    link; `speech` is the audio file, or the video when meta.json's audio is null (its track)."""
+
+    folder: Path
+    meta: Path
+    video: Path
+    speech: Path
+
+
+def read_clip(root: str | Path, entry: ManifestEntry) -> tuple[ClipMeta, ClipFiles]:
+    """A manifest entry's meta.json and files. UnsafePathError when a path leaves the dataset or
+    passes through a link; FileNotFoundError when the folder or its meta.json is missing; ValueError
+    when meta.json is malformed. Media files are not opened: a missing one is the reader's to report."""
+    root = Path(root)
+    where = f"{root / MANIFEST}:{entry.line}: clip {entry.clip_id!r}: field path"
+    folder = inside(root, entry.path, where)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{where}: no folder {folder}")
+    meta_path = inside(folder, META, where)
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{where}: {folder} has no {META}")
+    meta = _parse_meta(meta_path)
+    video = inside(folder, meta.video, f"{meta_path}: field video")
+    speech = inside(folder, meta.audio, f"{meta_path}: field audio") if meta.audio else video
+    return meta, ClipFiles(folder, meta_path, video, speech)
+
+
+def dataset_files(root: str | Path) -> list[Path]:
+    """Every file training reads, sorted by path relative to `root`: manifest.jsonl and, for every
+    clip it lists whatever the split (a stage trains on one, evaluation reads the others of the
+    same dataset), what `read_clip` gives the loader. Refuses what `read_clip` refuses."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: dataset folder not found")
+    files = {root / MANIFEST}
+    for entry in read_manifest(root):
+        _, clip = read_clip(root, entry)
+        files |= {clip.meta, clip.video, clip.speech}
+    return sorted(files, key=lambda path: path.relative_to(root).as_posix())
 
 
 def read_meta(clip_dir: str | Path) -> ClipMeta:
-    path = Path(clip_dir) / META
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON: {err}") from err
-    return ClipMeta.from_dict(data, where=str(path))
+    """A clip folder's meta.json (refused when it is a link)."""
+    return _parse_meta(inside(Path(clip_dir), META, str(clip_dir)))
+
+
+def inside(base: Path, relative: str, where: str) -> Path:
+    """base / relative, refused (UnsafePathError naming `where`) when `relative` is not a path below
+    `base` or any part of it below `base` is a symbolic link. `base` itself is the caller's choice."""
+    path = base
+    for part in PurePosixPath(_relative_path(relative, where)).parts:
+        path = path / part
+        if path.is_symlink():
+            raise UnsafePathError(f"{where}: {path} is a symbolic link; a dataset holds its own files, not links")
+    return path
+
+
+def _relative_path(value: str, where: str) -> str:
+    """`value` if it names something below its folder; UnsafePathError naming `where` otherwise."""
+    pure = PurePosixPath(value)
+    if "\0" in value:  # the OS would refuse it with a bare "embedded null byte", naming nothing
+        raise UnsafePathError(f"{where}: {value!r} holds a NUL character")
+    if pure.is_absolute():
+        raise UnsafePathError(f"{where}: {value!r} is absolute; paths in a dataset are relative to their folder")
+    if ".." in pure.parts:
+        raise UnsafePathError(f"{where}: {value!r} climbs out of its folder with '..'")
+    if not pure.parts:
+        raise UnsafePathError(f"{where}: {value!r} names nothing below its folder")
+    return value
+
+
+def _parse_meta(path: Path) -> ClipMeta:
+    return ClipMeta.from_dict(_load_json(path.read_bytes(), str(path)), where=str(path))
 
 
 def write_meta(clip_dir: str | Path, meta: ClipMeta) -> None:
@@ -159,25 +246,26 @@ def write_meta(clip_dir: str | Path, meta: ClipMeta) -> None:
 
 
 def read_manifest(root: str | Path) -> list[ManifestEntry]:
-    path = Path(root) / MANIFEST
+    """The manifest's entries; a path that is absolute, empty or climbs with `..` is refused here,
+    a link on the way to a clip when the clip is read (`read_clip`)."""
+    path = inside(Path(root), MANIFEST, str(root))
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no manifest (is {root} a dataset folder?)")
     entries = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    # JSON Lines ends lines at "\n" only: str.splitlines would also split at U+2028 and friends.
+    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{where}: not valid JSON: {err}") from err
+        data = _load_json(line, where)
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected a JSON object")
-        entries.append(ManifestEntry(
-            clip_id=_field(data, "clip_id", str, where),
-            path=_field(data, "path", str, where),
-            split=_field(data, "split", str, where, required=False),
-        ))
+        _known_fields(data, MANIFEST_FIELDS, where)
+        clip_id = _field(data, "clip_id", str, where)
+        entry_path = _field(data, "path", str, where)
+        _relative_path(entry_path, f"{where}: clip {clip_id!r}: field path")
+        split = _field(data, "split", str, where, required=False)
+        entries.append(ManifestEntry(clip_id, entry_path, split, number))
     return entries
 
 
@@ -191,15 +279,86 @@ def _rounded(values: np.ndarray) -> list:
     return np.round(np.asarray(values, dtype=np.float64), 3).tolist()
 
 
+def _load_json(raw: bytes, where: str) -> Any:
+    """Parse JSON bytes. Text that is not UTF-8 (raw bytes, or lone surrogates escaped as \\udcXX)
+    is refused naming the field holding it rather than a byte offset; a key given twice is refused
+    (JSON keeps the last in silence)."""
+    try:
+        data = json.loads(raw.decode("utf-8", errors="surrogateescape"), object_pairs_hook=_unique_keys(where))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where}: not valid JSON: {err}") from err
+    # Only text with bad bytes or \u escapes can hold a surrogate: skip the walk for the rest.
+    if b"\\u" in raw or not _is_utf8_bytes(raw):
+        bad = _not_utf8(data, "")
+        if bad is not None:
+            raise ValueError(f"{where}: field {bad}: not valid UTF-8 text")
+    return data
+
+
+def _is_utf8_bytes(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _not_utf8(value: Any, name: str) -> str | None:
+    """The field (name[i].key...) of the first string or key in `value` that is not valid UTF-8."""
+    if isinstance(value, str):
+        return None if _is_utf8(value) else name
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and not _is_utf8(key):
+            return f"{name}.{key!r}" if name else repr(key)  # repr escapes the surrogates: printable
+        bad = _not_utf8(item, f"{name}[{key}]" if isinstance(key, int) else f"{name}.{key}" if name else key)
+        if bad is not None:
+            return bad
+    return None
+
+
+def _unique_keys(where: str):
+    def pairs_to_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in data:  # repr keeps a key that is not UTF-8 printable (the report is UTF-8)
+                raise ValueError(f"{where}: field {key if _is_utf8(key) else repr(key)} appears twice")
+            data[key] = value
+        return data
+    return pairs_to_dict
+
+
+def _known_fields(data: dict, known: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: field {unknown[0]}: unknown (known: {', '.join(known)}"
+                         f"{'; free-form facts go under extra' if 'extra' in known else ''})")
+
+
 def _field(data: dict, name: str, kind: type | tuple[type, ...], where: str, required: bool = True) -> Any:
     value = data.get(name)
     if value is None:
         if required:
             raise ValueError(f"{where}: field {name} is missing")
         return None
-    if isinstance(value, bool) or not isinstance(value, kind):
+    # bool is an int to Python, never to a dataset: true is no frame count, 1 is no flag.
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
         raise ValueError(f"{where}: field {name}: expected {_kind_name(kind)}, got {type(value).__name__}")
     return value
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _file_name(data: dict, name: str, where: str) -> str | None:
+    """meta.json's `video` or `audio`: a path below the clip folder, or None when absent or null."""
+    value = _field(data, name, str, where, required=False)
+    return None if value is None else _relative_path(value, f"{where}: field {name}")
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
@@ -226,7 +385,8 @@ def _frame_objects(frame: Any, where: str) -> list[ObjectBox]:
         at = f"{where}[{i}]"
         if not isinstance(item, dict):
             raise ValueError(f"{at}: expected an object")
+        _known_fields(item, OBJECT_FIELDS, at)
         box = _array(item, "box", (4,), at)
         boxes.append(ObjectBox(_field(item, "label", str, at), *box.tolist(),
-                               target=bool(item.get("target", False))))
+                               target=bool(_field(item, "target", bool, at, required=False))))
     return boxes

@@ -2,9 +2,13 @@
 Great Expectations suite, reported per clip with reasons, as HTML and JSON.
 
 The facts table has one row per manifest line: what meta.json says next to what the media files
-actually hold (decoded frame count and rate, audio rate and length), plus counts of bad keypoint
-and box values. Each expectation in the suite carries the check's name, and every failing row is
-turned into "<clip>: <reason>" from that row's facts.
+actually hold (container type, decoded frame count and rate, audio rate and length), plus counts of
+bad keypoint and box values with the first one's field. Each expectation in the suite carries the
+check's name, and every failing row is turned into "<clip>: <reason>" from that row's facts; a
+reason names the file (meta.json, the video or audio it names, manifest.jsonl:LINE) and the field.
+
+Files are found as the loader finds them (`schema.read_clip`): a path that leaves the dataset or a
+link on the way is the `paths_safe` failure, and nothing behind it is read.
 """
 
 from __future__ import annotations
@@ -20,7 +24,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interactavatar.data.schema import SPLITS, ClipMeta, read_manifest, read_meta
+from interactavatar.data.schema import (
+    MANIFEST,
+    META,
+    SPLITS,
+    ClipMeta,
+    ManifestEntry,
+    UnsafePathError,
+    read_clip,
+    read_manifest,
+)
 from interactavatar.io.files import write_text_atomic
 from interactavatar.io.media import audio_info, probe_video, read_audio
 
@@ -38,9 +51,15 @@ class Check:
     reason: Callable[[pd.Series], str]
 
 
-# Checks that stand without meta.json; for a clip whose meta.json is unreadable only these (and
-# the unreadable meta itself) are reported, the rest being consequences.
-MANIFEST_CHECKS = ("meta_readable", "unique_ids", "split_present", "split_known", "splits_required")
+# Checks that stand without meta.json; for a clip whose meta.json is unreadable, or whose files
+# are refused as unsafe, only these are reported, the rest being consequences.
+MANIFEST_CHECKS = ("paths_safe", "meta_readable", "unique_ids", "split_present", "split_known",
+                   "splits_required")
+# What the first bytes of a clip's video and audio file must be: an MP4 (ISO base media: a box
+# size, then "ftyp") and a RIFF WAVE. A PNG or a WAV renamed video.mp4 may still decode, as the
+# wrong thing; checking the type names the real fault.
+SIGNATURES = {"video": ("an MP4", lambda head: head[4:8] == b"ftyp"),
+              "audio": ("a WAV", lambda head: head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE")}
 
 
 @dataclass
@@ -64,59 +83,93 @@ class ValidationReport:
                 "failures": [asdict(f) for f in self.failures], "checks": self.checks}
 
 
-def clip_facts(root: Path, clip_id: str, path: str, split: str | None) -> dict[str, Any]:
+def clip_facts(root: Path, entry: ManifestEntry) -> dict[str, Any]:
     """What one clip's files say about it; `*_error` columns hold why a file could not be read."""
-    facts: dict[str, Any] = {"clip_id": clip_id, "path": path, "split": split}
-    clip_dir = root / path
+    facts: dict[str, Any] = {"clip_id": entry.clip_id, "path": entry.path, "split": entry.split,
+                             "line": entry.line}
     try:
-        meta = read_meta(clip_dir)
+        meta, files = read_clip(root, entry)
+    except UnsafePathError as err:
+        return facts | {"path_error": str(err)}
     except (OSError, ValueError) as err:
         return facts | {"meta_error": str(err)}
-    facts |= {"meta_error": None, "meta_clip_id": meta.clip_id, "meta_split": meta.split,
-              "meta_frames": meta.num_frames, "meta_fps": round(meta.fps, 3), "meta_width": meta.width,
-              "meta_height": meta.height, "text": meta.text.strip()}
+    facts |= {"meta_clip_id": meta.clip_id, "meta_split": meta.split, "meta_frames": meta.num_frames,
+              "meta_fps": round(meta.fps, 3), "meta_width": meta.width, "meta_height": meta.height,
+              "text": meta.text.strip(), "video_file": meta.video, "audio_file": meta.audio or meta.video}
     facts |= _value_facts(meta)
     try:
-        video = probe_video(clip_dir / meta.video)
-        facts |= {"video_error": None, "video_frames": video.num_frames, "video_fps": round(video.fps, 3),
+        _check_signature(files.video, "video")
+        video = probe_video(files.video)
+        facts |= {"video_frames": video.num_frames, "video_fps": round(video.fps, 3),
                   "video_width": video.width, "video_height": video.height}
     except (OSError, ValueError) as err:
         facts["video_error"] = str(err)
-    facts |= _audio_facts(clip_dir, meta, facts.get("video_frames", meta.num_frames))
+    facts |= _audio_facts(files.speech, meta, facts.get("video_frames", meta.num_frames))
     return facts
 
 
+def _check_signature(path: Path, field: str) -> None:
+    """Refuse `path` unless it starts as meta.json's `field` (video or audio) requires."""
+    kind, matches = SIGNATURES[field]
+    with path.open("rb") as handle:
+        head = handle.read(12)
+    if not matches(head):
+        raise ValueError(f"{path}: not {kind} file (it starts with {head[:8]!r})")
+
+
 def _value_facts(meta: ClipMeta) -> dict[str, Any]:
-    points = np.concatenate([meta.body, meta.left_hand, meta.right_hand], axis=1)
-    boxes = [b.as_array() for frame in meta.objects for b in frame] + list(meta.face)
-    boxes = np.array(boxes).reshape(-1, 4)
-    visible = points[..., 2] > 0
-    xy = points[visible][:, :2]
-    with np.errstate(invalid="ignore"):
-        points_outside = int(((xy[:, 0] < 0) | (xy[:, 0] > meta.width) | (xy[:, 1] < 0) | (xy[:, 1] > meta.height)).sum())
-        boxes_outside = int(((boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > meta.width)
-                             | (boxes[:, 3] > meta.height) | (boxes[:, 2] < boxes[:, 0])
-                             | (boxes[:, 3] < boxes[:, 1])).sum())
-    return {"nonfinite_values": int((~np.isfinite(points)).sum() + (~np.isfinite(boxes)).sum()),
-            "points_outside": points_outside, "boxes_outside": boxes_outside}
+    """For each kind of bad value, how many keypoints or boxes hold one and the field of the first:
+    not finite (fps too), visible keypoints outside the frame, confidences outside [0, 1], boxes
+    leaving the frame or inverted. A non-finite entry counts only as that."""
+    points = {name: getattr(meta, name) for name in ("body", "left_hand", "right_hand")}
+    boxes = {"face": meta.face} | {f"objects[{f}][{i}].box": box.as_array()
+                                   for f, frame in enumerate(meta.objects) for i, box in enumerate(frame)}
+    finite = {name: np.isfinite(values).all(-1) for name, values in (points | boxes).items()}
+    nonfinite = [("fps", np.array(not np.isfinite(meta.fps)))] + [(name, ~ok) for name, ok in finite.items()]
+    outside, confidence, left_frame = [], [], []
+    for name, values in points.items():
+        x, y, conf = np.moveaxis(values, -1, 0)
+        off = (x < 0) | (x > meta.width) | (y < 0) | (y > meta.height)
+        outside.append((name, finite[name] & (conf > 0) & off))
+        confidence.append((name, finite[name] & ((conf < 0) | (conf > 1))))
+    for name, values in boxes.items():
+        x0, y0, x1, y1 = np.moveaxis(values, -1, 0)
+        off = (x0 < 0) | (y0 < 0) | (x1 > meta.width) | (y1 > meta.height)
+        left_frame.append((name, finite[name] & (off | (x1 < x0) | (y1 < y0))))
+    facts: dict[str, Any] = {}
+    for column, flagged in (("nonfinite", nonfinite), ("points_outside", outside),
+                            ("confidence_outside", confidence), ("boxes_outside", left_frame)):
+        facts[column], facts[f"{column}_at"] = _flagged(flagged)
+    return facts
 
 
-def _audio_facts(clip_dir: Path, meta: ClipMeta, video_frames: int) -> dict[str, Any]:
-    source = clip_dir / (meta.audio or meta.video)
+def _flagged(masks: list[tuple[str, np.ndarray]]) -> tuple[int, str | None]:
+    """(field name, boolean mask over its entries) pairs -> (entries flagged, "field[i][j]" of the first)."""
+    count, first = 0, None
+    for name, mask in masks:
+        hits = np.argwhere(mask)
+        count += len(hits)
+        if first is None and len(hits):
+            first = name + "".join(f"[{i}]" for i in hits[0])
+    return count, first
+
+
+def _audio_facts(source: Path, meta: ClipMeta, video_frames: int) -> dict[str, Any]:
     try:
         if meta.audio:
+            _check_signature(source, "audio")
             rate, samples = audio_info(source)
         else:  # the speech is the video's audio track
             rate, samples = SAMPLE_RATE, len(read_audio(source, SAMPLE_RATE))
     except (OSError, ValueError, RuntimeError) as err:
         return {"audio_error": f"{source.name}: {err}"}
-    return {"audio_error": None, "audio_sample_rate": rate,
+    return {"audio_sample_rate": rate,
             "audio_minus_video_frames": round(samples / rate * meta.fps - video_frames, 3)}
 
 
 def facts_table(root: str | Path) -> pd.DataFrame:
     root = Path(root)
-    rows = [clip_facts(root, e.clip_id, e.path, e.split) for e in read_manifest(root)]
+    rows = [clip_facts(root, entry) for entry in read_manifest(root)]
     frame = pd.DataFrame(rows)
     frame.insert(0, "row", range(len(frame)))
     for column in COLUMNS:
@@ -125,10 +178,11 @@ def facts_table(root: str | Path) -> pd.DataFrame:
     return frame
 
 
-COLUMNS = ("meta_error", "meta_clip_id", "meta_split", "meta_frames", "meta_fps", "meta_width", "meta_height",
-           "text", "nonfinite_values", "points_outside", "boxes_outside", "video_error", "video_frames",
-           "video_fps", "video_width", "video_height", "audio_error", "audio_sample_rate",
-           "audio_minus_video_frames")
+COLUMNS = ("path_error", "meta_error", "meta_clip_id", "meta_split", "meta_frames", "meta_fps", "meta_width",
+           "meta_height", "text", "video_file", "audio_file", "nonfinite", "nonfinite_at", "points_outside",
+           "points_outside_at", "confidence_outside", "confidence_outside_at", "boxes_outside", "boxes_outside_at",
+           "video_error", "video_frames", "video_fps", "video_width", "video_height", "audio_error",
+           "audio_sample_rate", "audio_minus_video_frames")
 
 
 def checks(required_splits: tuple[str, ...] = ("train",)) -> list[Check]:
@@ -137,51 +191,65 @@ def checks(required_splits: tuple[str, ...] = ("train",)) -> list[Check]:
     import great_expectations.expectations as gxe
 
     suite = [
+        Check("paths_safe", lambda: gxe.ExpectColumnValuesToBeNull(column="path_error"),
+              lambda r: f"unsafe path: {r.path_error}"),
         Check("meta_readable", lambda: gxe.ExpectColumnValuesToBeNull(column="meta_error"),
-              lambda r: f"meta.json unreadable: {r.meta_error}"),
+              lambda r: f"{META} unreadable: {r.meta_error}"),
         Check("unique_ids", lambda: gxe.ExpectColumnValuesToBeUnique(column="clip_id"),
-              lambda r: f"clip_id {r.clip_id!r} appears more than once in the manifest"),
+              lambda r: f"{_line(r)}: field clip_id: {r.clip_id!r} appears more than once"),
         Check("split_present", lambda: gxe.ExpectColumnValuesToNotBeNull(column="split"),
-              lambda r: "no split in manifest.jsonl"),
+              lambda r: f"{_line(r)}: field split is missing"),
         Check("split_known", lambda: gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
-              lambda r: f"split {r.split!r} is not one of {', '.join(SPLITS)}"),
+              lambda r: f"{_line(r)}: field split: {r.split!r} is not one of {', '.join(SPLITS)}"),
         Check("split_matches", lambda: gxe.ExpectColumnPairValuesToBeEqual(
             column_A="split", column_B="meta_split", ignore_row_if="either_value_is_missing"),
-              lambda r: f"manifest split {r.split!r} but meta.json split {r.meta_split!r}"),
+              lambda r: f"{META}: field split: {r.meta_split!r}, but {_line(r)} says {r.split!r}"),
         Check("meta_split_present", lambda: gxe.ExpectColumnValuesToNotBeNull(column="meta_split"),
-              lambda r: "meta.json has no split"),
+              lambda r: f"{META}: field split is missing"),
         Check("id_matches", lambda: gxe.ExpectColumnPairValuesToBeEqual(
             column_A="clip_id", column_B="meta_clip_id", ignore_row_if="either_value_is_missing"),
-              lambda r: f"manifest clip_id {r.clip_id!r} but meta.json says {r.meta_clip_id!r}"),
+              lambda r: f"{META}: field clip_id: {r.meta_clip_id!r}, but {_line(r)} says {r.clip_id!r}"),
         Check("text_present", lambda: gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1),
-              lambda r: "text is empty"),
+              lambda r: f"{META}: field text is empty"),
         Check("video_decodes", lambda: gxe.ExpectColumnValuesToBeNull(column="video_error"),
-              lambda r: f"video does not decode: {r.video_error}"),
+              lambda r: f"{META}: field video: {r.video_error}"),
         Check("frame_count", lambda: gxe.ExpectColumnPairValuesToBeEqual(
             column_A="video_frames", column_B="meta_frames", ignore_row_if="either_value_is_missing"),
-              lambda r: f"video has {r.video_frames:.0f} frames, meta.json says num_frames={r.meta_frames:.0f}"),
+              lambda r: f"{META}: field num_frames: {r.meta_frames:.0f}, but {r.video_file} has "
+                        f"{r.video_frames:.0f} frames"),
         Check("fps", lambda: gxe.ExpectColumnPairValuesToBeEqual(
             column_A="video_fps", column_B="meta_fps", ignore_row_if="either_value_is_missing"),
-              lambda r: f"video runs at {r.video_fps} fps, meta.json says fps={r.meta_fps}"),
+              lambda r: f"{META}: field fps: {r.meta_fps}, but {r.video_file} runs at {r.video_fps} fps"),
         Check("frame_size", lambda: gxe.ExpectColumnPairValuesToBeEqual(
             column_A="video_width", column_B="meta_width", ignore_row_if="either_value_is_missing"),
-              lambda r: f"video is {r.video_width:.0f} wide, meta.json says width={r.meta_width:.0f}"),
+              lambda r: f"{META}: field width: {r.meta_width:.0f}, but {r.video_file} is "
+                        f"{r.video_width:.0f} wide"),
         Check("frame_height", lambda: gxe.ExpectColumnPairValuesToBeEqual(
             column_A="video_height", column_B="meta_height", ignore_row_if="either_value_is_missing"),
-              lambda r: f"video is {r.video_height:.0f} high, meta.json says height={r.meta_height:.0f}"),
+              lambda r: f"{META}: field height: {r.meta_height:.0f}, but {r.video_file} is "
+                        f"{r.video_height:.0f} high"),
         Check("audio_readable", lambda: gxe.ExpectColumnValuesToBeNull(column="audio_error"),
-              lambda r: f"audio missing or unreadable: {r.audio_error}"),
-        Check("sample_rate", lambda: gxe.ExpectColumnValuesToBeInSet(column="audio_sample_rate", value_set=[SAMPLE_RATE]),
-              lambda r: f"audio sample rate {r.audio_sample_rate:.0f} Hz, expected {SAMPLE_RATE}"),
+              lambda r: f"{META}: field audio: {r.audio_error}"),
+        Check("sample_rate", lambda: gxe.ExpectColumnValuesToBeInSet(
+            column="audio_sample_rate", value_set=[SAMPLE_RATE]),
+              lambda r: f"{META}: field audio: {r.audio_file} is at {r.audio_sample_rate:.0f} Hz, "
+                        f"expected {SAMPLE_RATE}"),
         Check("audio_length", lambda: gxe.ExpectColumnValuesToBeBetween(
             column="audio_minus_video_frames", min_value=-1, max_value=1),
-              lambda r: f"audio length differs from the video by {r.audio_minus_video_frames:+.2f} frames"),
-        Check("finite_values", lambda: gxe.ExpectColumnValuesToBeBetween(column="nonfinite_values", max_value=0),
-              lambda r: f"{r.nonfinite_values:.0f} keypoint/box values are NaN or infinite"),
+              lambda r: f"{META}: field audio: {r.audio_file}'s length differs from {r.video_file}'s by "
+                        f"{r.audio_minus_video_frames:+.2f} frames"),
+        Check("finite_values", lambda: gxe.ExpectColumnValuesToBeBetween(column="nonfinite", max_value=0),
+              lambda r: f"{META}: field {r.nonfinite_at}: NaN or infinite ({r.nonfinite:.0f} such in the clip)"),
         Check("points_inside", lambda: gxe.ExpectColumnValuesToBeBetween(column="points_outside", max_value=0),
-              lambda r: f"{r.points_outside:.0f} visible keypoints lie outside the frame"),
+              lambda r: f"{META}: field {r.points_outside_at}: visible keypoint outside the "
+                        f"{r.meta_width:.0f}x{r.meta_height:.0f} frame ({r.points_outside:.0f} such in the clip)"),
+        Check("confidences_in_range", lambda: gxe.ExpectColumnValuesToBeBetween(
+            column="confidence_outside", max_value=0),
+              lambda r: f"{META}: field {r.confidence_outside_at}: keypoint confidence outside [0, 1] "
+                        f"({r.confidence_outside:.0f} such in the clip)"),
         Check("boxes_inside", lambda: gxe.ExpectColumnValuesToBeBetween(column="boxes_outside", max_value=0),
-              lambda r: f"{r.boxes_outside:.0f} object/face boxes leave the frame or are inverted"),
+              lambda r: f"{META}: field {r.boxes_outside_at}: box leaves the {r.meta_width:.0f}x"
+                        f"{r.meta_height:.0f} frame or is inverted ({r.boxes_outside:.0f} such in the clip)"),
     ]
     if required_splits:
         suite.append(Check(
@@ -189,6 +257,10 @@ def checks(required_splits: tuple[str, ...] = ("train",)) -> list[Check]:
             lambda: gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=list(required_splits)),
             lambda r: f"the dataset needs clips in every split of {', '.join(required_splits)}"))
     return suite
+
+
+def _line(row: pd.Series) -> str:
+    return f"{MANIFEST}:{row.line:.0f}"
 
 
 def validate(root: str | Path, required_splits: tuple[str, ...] = ("train",)) -> ValidationReport:
@@ -226,9 +298,11 @@ def validate(root: str | Path, required_splits: tuple[str, ...] = ("train",)) ->
             failures.append(Failure("(dataset)", ".", check.name, check.reason(pd.Series(dtype=object))))
         for row in rows:
             facts_row = facts.iloc[row]
-            if isinstance(facts_row.meta_error, str) and check.name not in MANIFEST_CHECKS:
+            unread = isinstance(facts_row.meta_error, str) or isinstance(facts_row.path_error, str)
+            if unread and check.name not in MANIFEST_CHECKS:
                 continue
-            failures.append(Failure(str(facts_row.clip_id), str(facts_row.path), check.name, check.reason(facts_row)))
+            failures.append(Failure(str(facts_row.clip_id), str(facts_row.path), check.name,
+                                    check.reason(facts_row)))
     failures.sort(key=lambda f: (f.path, f.check))
     return ValidationReport(str(root), bool(result.success), len(facts), failures, summary)
 

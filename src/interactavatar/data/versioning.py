@@ -11,19 +11,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+from interactavatar.data.schema import dataset_files
+
 
 def dataset_hash(root: str | Path) -> str:
-    """sha256 over every file's relative path and bytes, in sorted order: equal datasets, equal hash."""
+    """sha256 over exactly the bytes training reads (`schema.dataset_files`): each file once, in
+    sorted order of its path relative to the dataset, as that path and the file's own sha256, so
+    no two different datasets frame to the same stream. Files nothing reads (notes, reports, clips
+    the manifest does not list) do not count."""
     root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: dataset folder not found")
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+    for path in dataset_files(root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + _file_digest(path) + b"\n")
     return digest.hexdigest()
+
+
+def _file_digest(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").digest()
 
 
 def data_revision(root: str | Path) -> str:

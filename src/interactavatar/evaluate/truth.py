@@ -16,7 +16,7 @@ import numpy as np
 from interactavatar.config import InteractAvatarConfig
 from interactavatar.data.dataset import Crop
 from interactavatar.data.render import DecodedFrame, decode_frame, render_clip
-from interactavatar.data.schema import ClipMeta, read_manifest, read_meta
+from interactavatar.data.schema import ClipMeta, read_clip, read_manifest, read_meta
 from interactavatar.io.media import (
     cover_transform,
     crop_box,
@@ -63,9 +63,10 @@ class ClipTruth:
 
 
 def split_clips(root: str | Path, split: str, limit: int | None = None) -> list[Path]:
-    """Clip folders of one split in manifest order, the first `limit` of them."""
+    """Clip folders of one split in manifest order, the first `limit` of them; each checked as the
+    training loader checks it (data/schema.read_clip: inside the dataset, reached without a link)."""
     root = Path(root)
-    folders = [root / entry.path for entry in read_manifest(root) if entry.split == split]
+    folders = [read_clip(root, entry)[1].folder for entry in read_manifest(root) if entry.split == split]
     if not folders:
         raise ValueError(f"{root}: no clips in split {split!r}")
     return folders[:limit] if limit else folders

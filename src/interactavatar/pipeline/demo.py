@@ -61,15 +61,14 @@ def request_video(data_dir: Path, out: Path, env: dict, seed: int, name: str = "
     import numpy as np
     from PIL import Image
 
-    from interactavatar.data.schema import read_manifest, read_meta
+    from interactavatar.data.schema import read_clip, read_manifest
     from interactavatar.inference.client import EndpointClient
     from interactavatar.io.media import crop_box, read_video
     from interactavatar.train.engine import free_port
 
     entry = next(e for e in read_manifest(data_dir) if e.split == "test")
-    clip = data_dir / entry.path
-    meta = read_meta(clip)
-    reference = np.ascontiguousarray(read_video(clip / meta.video)[0][0])
+    meta, files = read_clip(data_dir, entry)
+    reference = np.ascontiguousarray(read_video(files.video)[0][0])
     # The object image, as the release takes it: the named object, cropped from the reference.
     target = crop_box(reference, meta.target_boxes()[0])
     image, object_image = io.BytesIO(), io.BytesIO()
@@ -84,7 +83,7 @@ def request_video(data_dir: Path, out: Path, env: dict, seed: int, name: str = "
     try:
         client.wait_ready(timeout_s=300)
         started = time.perf_counter()
-        result = client.generate(image.getvalue(), (clip / "audio.wav").read_bytes(), meta.text,
+        result = client.generate(image.getvalue(), files.speech.read_bytes(), meta.text,
                                  {"seed": seed, "return_motion": True, "face_box": [float(v) for v in meta.face[0]]},
                                  object_image=object_image.getvalue() or None)
         latency = time.perf_counter() - started

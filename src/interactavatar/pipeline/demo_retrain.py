@@ -48,15 +48,15 @@ def add_retrain_command(demo_commands: argparse._SubParsersAction) -> None:
 def export_takes(dataset: Path, folder: Path) -> int:
     """A dataset's clips as a data engineer brings them to `data ingest`: NAME.mp4, NAME.wav and a
     NAME.json sidecar with the text, the annotations and the split."""
-    from interactavatar.data.schema import read_manifest
+    from interactavatar.data.schema import read_clip, read_manifest
 
     folder.mkdir(parents=True, exist_ok=True)
     entries = read_manifest(dataset)
     for entry in entries:
-        clip = dataset / entry.path
-        meta = json.loads((clip / "meta.json").read_text())
-        shutil.copyfile(clip / "video.mp4", folder / f"{entry.clip_id}.mp4")
-        shutil.copyfile(clip / "audio.wav", folder / f"{entry.clip_id}.wav")
+        _, files = read_clip(dataset, entry)
+        meta = json.loads(files.meta.read_text())
+        shutil.copyfile(files.video, folder / f"{entry.clip_id}.mp4")
+        shutil.copyfile(files.speech, folder / f"{entry.clip_id}.wav")
         sidecar = {k: meta[k] for k in ("text", "body", "left_hand", "right_hand", "face", "objects", "split")}
         (folder / f"{entry.clip_id}.json").write_text(json.dumps(sidecar))
     return len(entries)
