@@ -7,6 +7,7 @@ table of contents.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -37,9 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # bad input: the message names the file or field
         print(f"interactavatar {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except (FloatingPointError, OSError) as err:  # a run stopped with its state kept: a loss gone NaN, a full disk
+        if isinstance(err, OSError) and err.errno != errno.ENOSPC:
+            raise
+        print(f"interactavatar {args.command}: stopped: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

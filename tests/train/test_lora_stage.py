@@ -3,18 +3,15 @@ and the norms on a frozen registered base, write a LoRA version's directory, loa
 and resume bit-identically."""
 
 import json
-import shutil
-import tempfile
-from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 import torch
+from helpers.registry import register_as_champion
 from helpers.train import spec
 from safetensors.torch import load_file
 
-from interactavatar.config import EXPERIMENT
 from interactavatar.inference.pipeline import InteractAvatarPipeline
 from interactavatar.io.model_refs import MODEL_CACHE_ENV, Lineage, read_lineage, resolve_model
 from interactavatar.model import lora
@@ -25,36 +22,12 @@ from interactavatar.train.stages import run_stage
 BASE = "models:/interactavatar@champion"
 
 
-def _register(model_dir, tracking) -> str:
-    """Register `model_dir` as a new version, the champion: by MLflow alone, as the registry's
-    `register` logs it (the gate is not what these tests are about)."""
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(tracking)
-    # The experiment and its artifact folder named here, not taken from mlflow's process-wide state:
-    # in a long pytest session an earlier test's server-side experiment left runs logging to
-    # mlflow-artifacts:/, which a SQLite-only subprocess cannot read.
-    experiment = mlflow.MlflowClient(tracking).get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else mlflow.MlflowClient(tracking).create_experiment(
-        EXPERIMENT, artifact_location=(Path(tracking.removeprefix("sqlite:///")).parent / "artifacts").as_uri())
-    with tempfile.TemporaryDirectory() as staging, mlflow.start_run(experiment_id=experiment_id) as run:
-        shutil.copytree(model_dir, f"{staging}/model",
-                        ignore=shutil.ignore_patterns("checkpoints", "mlflow_run_id", "init", "init.json"))
-        mlflow.log_artifacts(f"{staging}/model", artifact_path="model")
-    client = mlflow.MlflowClient()
-    if not client.search_registered_models("name='interactavatar'"):
-        client.create_registered_model("interactavatar")
-    version = str(client.create_model_version("interactavatar", f"{run.info.artifact_uri}/model",
-                                              run.info.run_id).version)
-    client.set_registered_model_alias("interactavatar", "champion", version)
-    return version
-
-
 @pytest.fixture
 def registered(trained, tmp_path, tracking, monkeypatch):
     """The joint stage's model registered as version 1 (the champion) of a fresh registry, and a
     fresh model cache."""
     monkeypatch.setenv(MODEL_CACHE_ENV, str(tmp_path / "model-cache"))
-    assert _register(trained / "joint", tracking) == "1"
+    assert register_as_champion(trained / "joint", tracking) == "1"
 
 
 def test_a_lora_stage_trains_adapters_and_writes_a_small_version_that_loads_merged(
@@ -97,7 +70,7 @@ def test_a_lora_stage_trains_adapters_and_writes_a_small_version_that_loads_merg
 
     # Registered, the LoRA version loads through the registry as the same merged model, and a LoRA
     # stage on it chains: its adapter applies to version 2, whose own applies to version 1.
-    assert _register(out, tracking) == "2"
+    assert register_as_champion(out, tracking) == "2"
     from_registry = load_bundle(resolve_model("models:/interactavatar/2", tmp_path / "v2").path)
     assert all(torch.equal(value, merged[name]) for name, value in from_registry.model.state_dict().items())
     assert from_registry.lineage == Lineage("model", BASE, "1")

@@ -4,20 +4,26 @@ disks (preemption, node failure, a retried TrainJob) resumes instead of training
 Under the mirror's prefix:
 
     step-00000040/...   a DeepSpeed tag: every node's files of it, as they lie on its disk
-    LATEST.json         {"tag": "step-00000040", "files": {"step-00000040/<file>": size, ...}}
+    LATEST.json         the tag's record (`integrity.TagRecord`): {"tag", "step", "settings",
+                        "files": {"<file>": {"size", "sha256"}, ...}}, every node's files
 
-Every node uploads the files its ranks wrote; only once each of them is on S3 with its size does
-`LATEST.json` move to the tag, in one PUT. A restore reads `LATEST.json` and downloads exactly the
-files it lists, so a tag cut short mid-upload (or missing a rank's shard) is never handed to
-DeepSpeed: the previous complete one is.
+Every node uploads the files its ranks wrote, and reports their records (each node's MANIFEST.json,
+which is not uploaded: each node's lists its own files); only once each file is on S3 with its size
+does `LATEST.json` move to the tag, in one PUT. A restore reads `LATEST.json`, downloads exactly the
+files it lists and checks each one's size and sha256, so a tag cut short mid-upload (or missing a
+rank's shard), or a file changed on S3 since, is never handed to DeepSpeed. The restored tag's
+MANIFEST.json is that record: the disk now holds every node's files.
+
+The hashes catch damage, not an attacker who can write the prefix (and so LATEST.json): what keeps
+such a file from running code is that checkpoints are unpickled with weights_only=True
+(`checkpoint_io`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from interactavatar.io.files import write_bytes_atomic
+from interactavatar.io.files import write_bytes_atomic, write_text_atomic
 from interactavatar.io.storage import (
     client,
     download_file,
@@ -28,6 +34,7 @@ from interactavatar.io.storage import (
     upload_folder,
 )
 from interactavatar.train.checkpoint import POINTER, TAG_PREFIX, stale_tags
+from interactavatar.train.integrity import MANIFEST, CorruptCheckpoint, TagRecord, mismatch
 
 MIRROR_POINTER = "LATEST.json"
 
@@ -38,58 +45,65 @@ class CheckpointMirror:
         self.keep = keep
         self.s3 = client()
 
-    def upload_tag(self, directory: str | Path, tag: str) -> dict[str, int]:
-        """Upload the files of `tag` on this node's disk; returns {<tag>/<file>: size}. It may be
-        none: without ZeRO, rank 0 writes the whole tag."""
+    def upload_tag(self, directory: str | Path, tag: str) -> TagRecord | None:
+        """Upload the files of `tag` on this node's disk; returns their record (this node's
+        MANIFEST.json). It may list none: without ZeRO, rank 0 writes the whole tag. None when no
+        rank of this node wrote the tag."""
         folder = Path(directory) / tag
-        if not folder.is_dir():  # a node none of whose ranks wrote a file of the tag
-            return {}
-        upload_folder(self.s3, folder, f"{self.uri}/{tag}")
-        return {f"{tag}/{path.relative_to(folder).as_posix()}": path.stat().st_size
-                for path in folder.rglob("*") if path.is_file()}
+        if not folder.is_dir():
+            return None
+        record = TagRecord.read(folder)
+        upload_folder(self.s3, folder, f"{self.uri}/{tag}", exclude=(MANIFEST,))
+        return record
 
-    def publish(self, tag: str, files: dict[str, int]) -> None:
-        """Point LATEST.json at `tag` once every one of `files` (all nodes' uploads) is on S3 with
-        its size, then prune the mirror as the disks are pruned."""
-        on_s3 = {f"{tag}/{name}": size for name, size in object_sizes(self.s3, f"{self.uri}/{tag}").items()}
-        missing = [f"{self.uri}/{name} ({size} bytes; on S3: {on_s3.get(name, 'none')})"
-                   for name, size in sorted(files.items()) if on_s3.get(name) != size]
+    def publish(self, record: TagRecord) -> None:
+        """Point LATEST.json at `record` (all nodes' files) once every one of its files is on S3
+        with its size, then prune the mirror as the disks are pruned."""
+        tag = record.tag
+        on_s3 = object_sizes(self.s3, f"{self.uri}/{tag}")
+        missing = [f"{self.uri}/{tag}/{name} ({entry.size} bytes; on S3: {on_s3.get(name, 'none')})"
+                   for name, entry in sorted(record.files.items()) if on_s3.get(name) != entry.size]
         if missing:
             raise FileNotFoundError(f"checkpoint mirror: {tag} is incomplete on S3, so {self.uri}/{MIRROR_POINTER} "
                                     f"stays where it was; missing or truncated: {', '.join(missing)}")
-        upload_bytes(self.s3, json.dumps({"tag": tag, "files": files}, sort_keys=True).encode(),
-                     f"{self.uri}/{MIRROR_POINTER}")
+        upload_bytes(self.s3, record.to_json().encode(), f"{self.uri}/{MIRROR_POINTER}")
         self._prune(tag)
 
-    def latest(self) -> dict | None:
-        """The pointer's {"tag", "files"}, or None when no tag was published yet."""
+    def latest(self) -> TagRecord | None:
+        """The published tag's record, or None when no tag was published yet."""
         try:
-            return json.loads(read_bytes(self.s3, f"{self.uri}/{MIRROR_POINTER}"))
+            text = read_bytes(self.s3, f"{self.uri}/{MIRROR_POINTER}")
         except FileNotFoundError:
             return None
+        return TagRecord.from_json(text, f"{self.uri}/{MIRROR_POINTER}")
 
     def restore(self, directory: str | Path) -> str | None:
-        """Download the published tag into `directory` and point its LATEST at it; returns the tag,
-        or None when the mirror holds none (training starts from step 0).
+        """Download the published tag into `directory`, check every file against its record, and
+        point its LATEST at it; returns the tag, or None when the mirror holds none (training starts
+        from step 0).
 
         The whole tag, every rank's files: each rank loads the model states that node 0 wrote,
         and which ranks this node will hold is settled by torchrun's rendezvous, after this."""
         directory = Path(directory)
-        latest = self.latest()
-        if latest is None:
+        record = self.latest()
+        if record is None:
             return None
-        for name, size in latest["files"].items():
+        folder = directory / record.tag
+        pointer = f"{self.uri}/{MIRROR_POINTER}"
+        for name, entry in sorted(record.files.items()):
+            uri = f"{self.uri}/{record.tag}/{name}"
             try:
-                path = download_file(self.s3, f"{self.uri}/{name}", directory / name)
+                path = download_file(self.s3, uri, folder / name)
             except FileNotFoundError as err:
-                raise FileNotFoundError(f"checkpoint mirror: {self.uri}/{MIRROR_POINTER} lists {name}, which is "
-                                        f"gone from S3") from err
-            if path.stat().st_size != size:
-                raise ValueError(f"checkpoint mirror: {self.uri}/{name} has {path.stat().st_size} bytes, "
-                                 f"{self.uri}/{MIRROR_POINTER} says {size}")
-        # The pointer last: a restore cut short never points at a half-downloaded tag.
-        write_bytes_atomic(directory / POINTER, latest["tag"].encode())
-        return latest["tag"]
+                raise FileNotFoundError(f"checkpoint mirror: {pointer} lists {record.tag}/{name}, which is "
+                                        "gone from S3") from err
+            if (reason := mismatch(path, entry)) is not None:
+                raise CorruptCheckpoint(f"checkpoint mirror: {uri} does not match {pointer} (files.{name}): {reason}")
+        # The record and then the pointer last: a restore cut short never points at a
+        # half-downloaded tag.
+        write_text_atomic(folder / MANIFEST, record.to_json())
+        write_bytes_atomic(directory / POINTER, record.tag.encode())
+        return record.tag
 
     def _prune(self, current: str) -> None:
         tags = {name.split("/", 1)[0] for name in object_sizes(self.s3, self.uri)

@@ -1,5 +1,6 @@
 """DeepSpeed for every stage: ZeRO (2 by default), bf16 on GPU and fp32 on CPU, gradient clipping,
-accumulation. One process on a CPU; `torchrun --nproc-per-node N` on a GPU node.
+accumulation. One process on a CPU; `torchrun --nproc-per-node N` on a GPU node. Its checkpoints are
+read and written by `checkpoint_io` (weights_only loads of verified files).
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ def create_engine(module: nn.Module, cfg: EngineConfig):
     """Wrap the trainable module (frozen parameters are left out of the optimizer)."""
     import deepspeed
 
+    from interactavatar.train.checkpoint_io import VerifiedCheckpointEngine
+
     init_distributed()
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     # DeepSpeed leaves the module's mode alone, and a model loaded from a directory comes in eval
@@ -102,6 +105,7 @@ def create_engine(module: nn.Module, cfg: EngineConfig):
     engine, _, _, _ = deepspeed.initialize(
         model=module, model_parameters=trainable, config=cfg.deepspeed_config(use_bf16)
     )
+    engine.checkpoint_engine = VerifiedCheckpointEngine(engine._config)
     return engine
 
 

@@ -4,10 +4,15 @@ Every stage runs the same loop under DeepSpeed, checkpoints into `<out>/checkpoi
 run again on the same --out, tracks itself in MLflow, and ends by writing its model directory at
 the top of --out: a VAE directory for `vae`, a full InteractAvatar model directory for the others,
 or for a LoRA joint stage (--lora-rank) a LoRA version's directory (model/lora.py).
+
+The loop is guarded: one trainer per --out (`lock`), a resume only with the checkpoint's settings
+(`resume`), only from an intact checkpoint (`checkpoint`), and a non-finite loss stops the stage
+before its state is saved (`divergence`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -38,7 +43,9 @@ from interactavatar.model.weights import read_model_weights
 from interactavatar.train import engine as ds
 from interactavatar.train.checkpoint import CheckpointManager
 from interactavatar.train.curriculum import Curriculum
+from interactavatar.train.divergence import stop_if_not_finite
 from interactavatar.train.features import FeatureCache, build_cache
+from interactavatar.train.lock import exclusive_out
 from interactavatar.train.objectives import (
     AudioObjective,
     JointObjective,
@@ -46,6 +53,7 @@ from interactavatar.train.objectives import (
     VAEObjective,
     palette_class_weights,
 )
+from interactavatar.train.resume import ResumeMismatch, resume_settings
 from interactavatar.train.sampling import BatchLayout, StepRandomness, clip_indices
 from interactavatar.train.tracking import StageRun, peak_memory_mb
 
@@ -435,15 +443,25 @@ def run_stage(spec: StageSpec, stop_after: int | None = None) -> Path:
     (`BatchLayout`), all of them write and read DeepSpeed's checkpoints, and rank 0 alone tracks
     the run and writes the model directory.
     `stop_after`: end early after that many steps this call (a simulated preemption for tests).
+    Each node's first process holds --out's lock throughout (a second trainer is refused).
     """
+    first_on_node = os.environ.get("LOCAL_RANK", "0") == "0"
+    with exclusive_out(spec.out) if first_on_node else contextlib.nullcontext():
+        return _train(spec, stop_after)
+
+
+def _train(spec: StageSpec, stop_after: int | None) -> Path:
     started = time.perf_counter()
     torch.manual_seed(spec.seed)
     device = ds.device()
     objective, trained, data = _prepare(spec, device)
     engine = ds.create_engine(objective, spec.engine)
-    checkpoints = CheckpointManager(spec.out / "checkpoints")
+    checkpoints = CheckpointManager(spec.out / "checkpoints", resume_settings(spec, engine.world_size))
     state = checkpoints.load(engine)
     start = state["step"] if state else 0
+    if start > spec.steps:
+        raise ResumeMismatch(f"train {spec.stage}: --steps {spec.steps} is below the step of the checkpoint in "
+                             f"{checkpoints.directory} ({start}): the model would hold more steps than asked for")
     # Every process is a data-parallel replica: there is no tensor or pipeline parallelism.
     layout = BatchLayout(spec.engine.micro_batch_size, spec.engine.gradient_accumulation_steps,
                          ranks=engine.world_size, rank=engine.global_rank)
@@ -478,6 +496,7 @@ def run_stage(spec: StageSpec, stop_after: int | None = None) -> Path:
                     sums[name] = sums.get(name, 0) + value.detach()
             window_steps += 1
             done = step + 1
+            stop_if_not_finite(spec.stage, engine, sums["loss"], done, checkpoints.resume_point)
             if done % spec.log_every == 0 or done == spec.steps:
                 metrics = _global_batch_mean(sums, layout)
                 elapsed = time.perf_counter() - window_start
