@@ -58,3 +58,28 @@ def test_vae_benchmark_trains_and_scores_both_kinds():
         assert row["train_s"] > 0 and row["peak_rss_mb"] > 0 and row["params"] > 0
         assert 0 <= row["ssim"] <= 1 and row["psnr"] > 0  # scored by evaluation's metrics
     assert result["summary"]["latest"] > 0
+
+
+def test_fuzz_benchmark_meets_every_bad_input_without_a_5xx_or_a_crash():
+    """Every case as expected (refused, served or cancelled); memory is the benchmark's to judge."""
+    from benchmarks import bench_fuzz
+
+    result = bench_fuzz.run(quick=True)
+    assert (result["responses_5xx"], result["crashes"], result["unanswered"]) == (0, 0, 0)
+    unexpected = [row for row in result["rows"] if row["as expected"] != "yes"]
+    assert not unexpected, unexpected
+    assert result["refused_4xx"] > 0 and result["walked_away"] > 0 and result["served_2xx"] > 0
+    assert result["summary"]["target"] == bench_fuzz.BUDGET_MB
+    section = render("fuzz", result, "python -m benchmarks.run --only fuzz --quick", 1.0, quick=True)
+    assert "| case |" in section and "peak MB above idle" in section
+
+
+def test_lora_benchmark_trains_both_sides_from_one_registered_base():
+    from benchmarks import bench_lora
+
+    result = bench_lora.run(quick=True)
+    full, lora = result["rows"]
+    assert (full["weights_written"], lora["weights_written"]) == ("model.safetensors", "adapter.safetensors")
+    assert 0 < lora["trainable_params"] < full["trainable_params"] == full["total_params"] < lora["total_params"]
+    assert 0 < lora["weights_mb"] < full["weights_mb"] and full["peak_rss_mb"] > 0 and lora["wall_s"] > 0
+    assert 0 < result["summary"]["latest"] < 1

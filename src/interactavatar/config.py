@@ -26,6 +26,8 @@ SIZE_RULES = ("fixed", "release")
 RELEASE_GRID_RATIO = (11, 4)
 # The registered model, the endpoint's model name, and the MLflow experiment of every run.
 MODEL_NAME = "interactavatar"
+# The endpoint's bearer token file (a mounted Secret): read by `serve` and by the endpoint client.
+AUTH_TOKEN_FILE_ENV = "INTERACTAVATAR_AUTH_TOKEN_FILE"
 EXPERIMENT = "interactavatar"
 # The registry gate when none is given (registry/gate.py; reasons in docs/training.md, "The default gate and why"): the
 # primary metric with the margin its interval must clear, then guard metrics with the loss each

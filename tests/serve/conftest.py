@@ -8,6 +8,8 @@ from helpers.model_server import RunningServer
 from interactavatar.config import preset
 from interactavatar.io.media import write_video
 
+TOKEN = "test-token-3f9a"
+
 
 @pytest.fixture(scope="session")
 def media(tmp_path_factory):
@@ -24,11 +26,13 @@ def media(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def start_server(tmp_path_factory):
-    """start_server(model_ref, *serve_args) -> a ready RunningServer, stopped after the session."""
+    """start_server(model_ref, *serve_args, env=None, token=None) -> a ready RunningServer, stopped
+    after the session."""
     servers = []
 
-    def start(model_ref, *args):
-        server = RunningServer(model_ref, tmp_path_factory.mktemp("server") / "server.log", *args)
+    def start(model_ref, *args, env=None, token=None):
+        server = RunningServer(model_ref, tmp_path_factory.mktemp("server") / "server.log", *args, env=env,
+                               token=token)
         servers.append(server)
         server.wait_ready()
         return server
@@ -44,3 +48,14 @@ def server(start_server, model_dir):
     generation at a time with two more queued."""
     return start_server(model_dir, "--max-payload-mb", "2", "--max-audio-seconds", "5",
                         "--max-concurrency", "1", "--max-queue", "2")
+
+
+@pytest.fixture(scope="session")
+def guarded_server(start_server, model_dir, tmp_path_factory):
+    """A bearer token (a file, as a mounted Secret gives it), one request per client at a time and
+    bodies due within 2 s; room for three requests in the server, so that the per-client limit is
+    what refuses the second."""
+    token_file = tmp_path_factory.mktemp("secret") / "token"
+    token_file.write_text(TOKEN + "\n")
+    return start_server(model_dir, "--auth-token-file", str(token_file), "--max-per-client", "1",
+                        "--body-timeout-s", "2", "--max-concurrency", "1", "--max-queue", "2", token=TOKEN)

@@ -2,15 +2,13 @@
 
 import base64
 import json
-import struct
 import threading
 import time
-import zlib
 
 import httpx
 import numpy as np
 import pytest
-from helpers.media import png_bytes, wav_bytes
+from helpers.media import png_bytes, png_header_only, wav_bytes
 from kserve.protocol.infer_type import InferInput, InferRequest
 
 from interactavatar.config import preset
@@ -56,13 +54,6 @@ def binary_request(tensors: dict[str, bytes], outputs=None) -> tuple[bytes, int]
         tensor.set_data_from_numpy(np.array([value], dtype=object), binary_data=True)
         inputs.append(tensor)
     return InferRequest(model_name="interactavatar", infer_inputs=inputs, request_outputs=outputs).to_rest()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height (no pixel data): refused before decoding."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
 
 
 def test_v1_round_trip_decodes_to_video_with_audio_and_motion(server, media, tmp_path):
@@ -262,7 +253,7 @@ def test_object_and_pose_images_are_decoded_for_the_pipeline(media):
     Image.fromarray(np.zeros((10, 12, 4), np.uint8)).save(cut_out, format="PNG")
     base = {"image": media["image"], "audio": media["audio"]}
     request = build_request({**base, "object_image": cut_out.getvalue(), "pose_image": png_bytes(20, 30)}, "hi",
-                            GenerationOptions(), ServeLimits(), 16000, 25)
+                            GenerationOptions(), ServeLimits(), TINY)
     assert request.object_image.shape == (10, 12, 4) and request.pose_image.shape == (20, 30, 3)
-    plain = build_request(base, "hi", GenerationOptions(), ServeLimits(), 16000, 25)
+    plain = build_request(base, "hi", GenerationOptions(), ServeLimits(), TINY)
     assert plain.object_image is None and plain.pose_image is None

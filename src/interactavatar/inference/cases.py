@@ -147,14 +147,15 @@ def local_generator(model_dir: Path, device: str) -> Generator:
     return generate
 
 
-def endpoint_generator(url: str, protocol: str, timeout_s: float) -> Generator:
-    """Generation on a serving endpoint, with a spinner while it works; its refusals and
-    connection errors are ValueErrors naming the endpoint."""
+def endpoint_generator(url: str, protocol: str, timeout_s: float, token_file: Path | None = None) -> Generator:
+    """Generation on a serving endpoint (its bearer token from `token_file`, else
+    $INTERACTAVATAR_AUTH_TOKEN_FILE), with a spinner while it works; its refusals and connection
+    errors are ValueErrors naming the endpoint."""
     import httpx
 
     from interactavatar.inference.client import EndpointClient, EndpointError
 
-    client = EndpointClient(url, protocol=protocol, timeout_s=timeout_s)
+    client = EndpointClient(url, protocol=protocol, timeout_s=timeout_s, token_file=token_file)
 
     def generate(case: Case, options: dict, label: str) -> tuple[dict[str, bytes], dict]:
         image, speech = case.image.read_bytes(), case.speech.read_bytes()
@@ -226,7 +227,7 @@ def run_generate_command(args: argparse.Namespace) -> int:
             raise ValueError(f"missing {', '.join(missing)} (or use --cases FILE --out-dir DIR)")
         cases = [case_from_args(args)]
     if args.endpoint:
-        generate = endpoint_generator(args.endpoint, args.protocol, args.request_timeout)
+        generate = endpoint_generator(args.endpoint, args.protocol, args.request_timeout, args.auth_token_file)
     else:
         generate = local_generator(args.model, args.device)
     return run_cases(cases, generate, options_from_args(args), keep_going=bool(args.cases))

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput, deserialize_bytes_tensor
 
-from interactavatar.config import MODEL_NAME
+from interactavatar.config import AUTH_TOKEN_FILE_ENV, MODEL_NAME
 
 
 class EndpointError(RuntimeError):
@@ -30,13 +32,29 @@ class EndpointResult:
     metadata: dict = field(default_factory=dict)  # num_frames, fps, *_s timings
 
 
+def bearer_headers(token_file: str | Path | None) -> dict[str, str]:
+    """`Authorization: Bearer <token>` from `token_file`, else from the file named by
+    $INTERACTAVATAR_AUTH_TOKEN_FILE (the endpoint's own Secret); no header when neither is set."""
+    path = token_file or os.environ.get(AUTH_TOKEN_FILE_ENV)
+    if not path:
+        return {}
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the endpoint's token file ({err.strerror})") from None
+    if not token:
+        raise ValueError(f"{path}: the endpoint's token file is empty")
+    return {"Authorization": f"Bearer {token}"}
+
+
 class EndpointClient:
-    def __init__(self, url: str, model_name: str = MODEL_NAME, protocol: str = "v2", timeout_s: float = 1800.0):
+    def __init__(self, url: str, model_name: str = MODEL_NAME, protocol: str = "v2", timeout_s: float = 1800.0,
+                 token_file: str | Path | None = None):
         if protocol not in ("v1", "v2"):
             raise ValueError(f"protocol: {protocol!r}, expected v1 or v2")
         self.url, self.model_name, self.protocol = url.rstrip("/"), model_name, protocol
         # Generation takes minutes on big models; connecting should not.
-        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0))
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0), headers=bearer_headers(token_file))
 
     def close(self) -> None:
         self._http.close()

@@ -15,6 +15,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     generate.add_argument("--endpoint", help="a serving endpoint's base URL, e.g. http://127.0.0.1:8080")
     generate.add_argument("--protocol", default="v2", choices=("v2", "v1"), help="with --endpoint")
     generate.add_argument("--request-timeout", type=float, default=1800.0, help="seconds, with --endpoint")
+    generate.add_argument("--auth-token-file", type=Path,
+                          help="with --endpoint: the endpoint's bearer token (default: $INTERACTAVATAR_AUTH_TOKEN_FILE)")
     generate.add_argument("--cases", type=Path, help="a JSON list of test cases in the public release's format")
     generate.add_argument("--out-dir", type=Path, help="where --cases writes <video_id>.mp4")
     generate.add_argument("--image", type=Path)

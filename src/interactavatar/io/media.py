@@ -2,15 +2,21 @@
 
 Every write goes through `io.files.atomic_path`, so an interrupted run never leaves half a file
 under its final name.
+
+Media from strangers (the endpoint's requests) are read by `image_from_bytes`, `speech_from_bytes`
+and `video_from_bytes`, whose cost is bounded by what their headers declare: the header is checked
+(`image_header`, `speech_header`, `video_header`) before anything is decoded, no more than it
+declares is ever read, and a limit breached is a ValueError saying which. A few kilobytes can
+otherwise declare gigabytes: a WAV at a sample rate of 4 MHz, an mp4 of 257 frames of 1024 x 1024.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
-from math import gcd
 from pathlib import Path
 
 import av
@@ -27,6 +33,21 @@ from interactavatar.io.files import atomic_path
 TARGET_LOUDNESS_LUFS = -23.0
 LOUDNESS_LIMIT_LU = 100.0  # the release leaves audio measured beyond +-100 as it is
 
+# What the bounded readers accept. PIL is told to try only these image formats (no EPS or PSD
+# parsers on untrusted bytes); the speech formats are the ones libsndfile reads without guessing.
+IMAGE_FORMATS = ("PNG", "JPEG")
+SPEECH_FORMATS = ("WAV", "WAVEX", "FLAC", "OGG")
+SPEECH_RATES = (8000, 192000)  # Hz, both included: telephone speech to studio audio
+MAX_SPEECH_CHANNELS = 8  # 7.1 surround; speech with more is not speech
+VIDEO_CODECS = ("h264", "hevc", "mpeg4", "vp9", "av1")
+# Samples (all channels together) decoded at once while mixing a long file down to mono.
+DECODE_BLOCK_SAMPLES = 2**18
+# resample_poly's filter has 20 x max(up, down) + 1 taps: 44101 Hz -> 16 kHz in lowest terms is
+# 16000/44101, 882,021 taps, and 4,000,001 Hz took 3.7 GB. Ratios whose terms exceed this are
+# replaced by the nearest fraction whose terms do not: at most 200,001 taps (1.6 MB), a rate error
+# below 1e-4 (6 ms a minute, a sixth of a video frame). Standard rates keep their exact ratio.
+MAX_RESAMPLE_TERM = 10000
+
 
 def load_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
     """An image [H, W, 3] uint8 (mode "RGBA": [H, W, 4], transparency kept, as an object cut-out
@@ -36,6 +57,32 @@ def load_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
             return np.asarray(image.convert(mode))
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"{path}: not a readable image ({err})") from err
+
+
+@contextlib.contextmanager
+def _open_image(data: bytes, max_pixels: int):
+    """The image in `data`, opened (only its header read) and its size checked."""
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+            if image.width * image.height > max_pixels:
+                raise ValueError(f"{image.width}x{image.height} is more than {max_pixels} pixels")
+            yield image
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+        raise ValueError(f"not a PNG or JPEG image ({err})") from None
+
+
+def image_header(data: bytes, max_pixels: int) -> tuple[int, int]:
+    """(height, width) of a PNG or JPEG, from its header; ValueError when it is neither or has
+    more than `max_pixels` pixels."""
+    with _open_image(data, max_pixels) as image:
+        return image.height, image.width
+
+
+def image_from_bytes(data: bytes, max_pixels: int, mode: str = "RGB") -> np.ndarray:
+    """PNG or JPEG bytes -> [H, W, 3] uint8 ([H, W, 4] for mode "RGBA"), the size checked from the
+    header before the pixels are decoded."""
+    with _open_image(data, max_pixels) as image:
+        return np.asarray(image.convert(mode))
 
 
 def cover_transform(source: tuple[int, int], target: tuple[int, int]) -> tuple[float, int, int]:
@@ -126,6 +173,73 @@ def speech_from_waveform(waveform: np.ndarray, rate: int, sample_rate: int = 160
     waveform = np.asarray(waveform, dtype=np.float32)
     mono = waveform.mean(axis=1) if waveform.ndim == 2 else waveform
     return normalize_loudness(resample(mono, rate, sample_rate), sample_rate)
+
+
+@dataclass(frozen=True)
+class SpeechHeader:
+    """What an audio file's header declares."""
+
+    format: str
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+@contextlib.contextmanager
+def _open_speech(data: bytes, max_seconds: float, min_seconds: float):
+    """(the open soundfile, its checked header) for audio bytes: a format of SPEECH_FORMATS, a rate
+    within SPEECH_RATES, at most MAX_SPEECH_CHANNELS channels, a length within the bounds."""
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as sound:
+            header = SpeechHeader(sound.format, sound.samplerate, sound.channels, sound.frames)
+            if header.format not in SPEECH_FORMATS:
+                raise ValueError(f"{header.format} is not one of {', '.join(SPEECH_FORMATS)}")
+            low, high = SPEECH_RATES
+            if not low <= header.sample_rate <= high:
+                raise ValueError(f"declares {header.sample_rate} Hz, outside [{low}, {high}] Hz")
+            if not 1 <= header.channels <= MAX_SPEECH_CHANNELS:
+                raise ValueError(f"declares {header.channels} channels, not 1 to {MAX_SPEECH_CHANNELS}")
+            if header.seconds > max_seconds:
+                raise ValueError(f"{header.seconds:.1f} s is longer than the limit of {max_seconds:g} s")
+            if header.seconds < min_seconds or header.frames < 1:
+                raise ValueError(f"{header.seconds:.3f} s is shorter than {min_seconds:g} s")
+            yield sound, header
+    except soundfile.LibsndfileError as err:
+        raise ValueError(f"not readable audio, expected {', '.join(SPEECH_FORMATS)} ({err})") from None
+
+
+def speech_header(data: bytes, max_seconds: float, min_seconds: float = 0.0) -> SpeechHeader:
+    """The header of audio bytes, checked (see `speech_from_bytes`) before a sample is decoded."""
+    with _open_speech(data, max_seconds, min_seconds) as (_, header):
+        return header
+
+
+def speech_from_bytes(data: bytes, sample_rate: int, max_seconds: float, min_seconds: float = 0.0) -> np.ndarray:
+    """Audio bytes -> what `load_speech` gives for the same file (mono float32 at `sample_rate`,
+    loudness-normalised), at a cost bounded by the limits: the header must declare a format of
+    SPEECH_FORMATS, a rate within SPEECH_RATES, at most MAX_SPEECH_CHANNELS channels and a length
+    within [min_seconds, max_seconds]; then no more frames than it declares are read, mixed down to
+    mono a block at a time (so channels never multiply the memory), and resampled with a bounded
+    filter. ValueError names the broken limit, or NaN/infinite samples."""
+    with _open_speech(data, max_seconds, min_seconds) as (sound, header):
+        mono = np.empty(header.frames, np.float32)
+        block, filled = max(1, DECODE_BLOCK_SAMPLES // header.channels), 0
+        while filled < header.frames:
+            chunk = sound.read(min(block, header.frames - filled), dtype="float32", always_2d=True)
+            if not len(chunk):
+                break  # the data ends before the header says: keep what there is
+            mono[filled:filled + len(chunk)] = chunk.mean(axis=1)
+            filled += len(chunk)
+    mono = mono[:filled]
+    if filled / header.sample_rate < min_seconds or not filled:
+        raise ValueError(f"holds {filled / header.sample_rate:.3f} s of samples, shorter than {min_seconds:g} s")
+    if not np.isfinite(mono).all():
+        raise ValueError("holds NaN or infinite samples")
+    return speech_from_waveform(mono, header.sample_rate, sample_rate)
 
 
 def has_audio_stream(path: str | Path) -> bool:
@@ -224,6 +338,75 @@ def probe_video(path: str | Path) -> VideoInfo:
     return VideoInfo(frames.shape[0], fps, frames.shape[2], frames.shape[1], has_audio)
 
 
+@dataclass(frozen=True)
+class VideoHeader:
+    """What an mp4's header declares of its first video stream (frames 0: it does not say)."""
+
+    codec: str
+    width: int
+    height: int
+    frames: int
+
+
+@contextlib.contextmanager
+def _open_video(data: bytes, max_pixels: int, max_frames: int):
+    """(the open container, its first video stream, the checked header) for mp4 bytes."""
+    try:
+        # The mp4 demuxer only, no probing: a PNG (or anything else FFmpeg can read) is not a
+        # one-frame video. Undecodable metadata is dropped, not an error.
+        container = av.open(io.BytesIO(data), format="mp4", metadata_errors="ignore")
+    except av.FFmpegError as err:
+        raise ValueError(f"not a readable mp4 ({err})") from None
+    with container:
+        if not container.streams.video:
+            raise ValueError("has no video stream")
+        stream = container.streams.video[0]
+        codec = stream.codec_context.name if stream.codec_context is not None else "unknown"
+        if codec not in VIDEO_CODECS:
+            raise ValueError(f"codec {codec} is not one of {', '.join(VIDEO_CODECS)}")
+        frames = stream.frames
+        if not frames and stream.duration and stream.average_rate:
+            frames = round(float(stream.duration * stream.time_base * stream.average_rate))
+        header = VideoHeader(codec, stream.width, stream.height, frames)
+        if not 0 < header.width * header.height <= max_pixels:
+            raise ValueError(f"declares {header.width}x{header.height}, not 1 to {max_pixels} pixels")
+        if header.frames > max_frames:
+            raise ValueError(f"declares {header.frames} frames, more than {max_frames}")
+        yield container, stream, header
+
+
+def video_header(data: bytes, max_pixels: int, max_frames: int) -> VideoHeader:
+    """The header of mp4 bytes, checked (see `video_from_bytes`) before a frame is decoded."""
+    with _open_video(data, max_pixels, max_frames) as (_, _, header):
+        return header
+
+
+def video_from_bytes(data: bytes, size: tuple[int, int], keep: int, max_pixels: int, max_frames: int) -> np.ndarray:
+    """An mp4's first `keep` frames, each scaled to cover `size` (height, width) and centre-cropped
+    as soon as it is decoded -> [T <= keep, height, width, 3] uint8: what `resize_and_crop` makes of
+    `read_video`'s frames, holding one full-size frame at a time instead of all of them.
+
+    Checked before a frame is decoded: the container is an mp4 with a video stream of VIDEO_CODECS,
+    declaring at most `max_pixels` pixels a frame and at most `max_frames` frames; the decoder
+    refuses frames over `max_pixels` too, should the stream change size midway. ValueError says
+    what is wrong."""
+    with _open_video(data, max_pixels, max_frames) as (container, stream, header):
+        stream.codec_context.options = {"max_pixels": str(max_pixels)}
+        out = np.empty((min(keep, header.frames or keep), *size, 3), np.uint8)
+        count, reformatter = 0, VideoReformatter()
+        try:
+            for frame in container.decode(stream):
+                out[count] = resize_and_crop(reformatter.reformat(frame, format="rgb24").to_ndarray(), size)
+                count += 1
+                if count == len(out):
+                    break
+        except av.FFmpegError as err:
+            raise ValueError(f"not a readable video ({err})") from None
+    if not count:
+        raise ValueError("has no frames")
+    return out[:count]
+
+
 def write_audio(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:
     """samples: float [S] in [-1, 1] -> 16-bit PCM wav."""
     with atomic_path(path) as tmp:
@@ -247,10 +430,25 @@ def audio_info(path: str | Path) -> tuple[int, int]:
 
 
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """`samples` at `rate` -> float32 at `target` (polyphase, the filter bounded: see
+    MAX_RESAMPLE_TERM)."""
     if rate == target:
         return samples.astype(np.float32)
-    common = gcd(int(rate), int(target))
-    return resample_poly(samples, target // common, rate // common).astype(np.float32)
+    up, down = resample_ratio(rate, target)
+    return resample_poly(samples, up, down).astype(np.float32)
+
+
+def resample_ratio(rate: int, target: int) -> tuple[int, int]:
+    """(up, down) for resample_poly: target/rate in lowest terms or, when a term exceeds
+    MAX_RESAMPLE_TERM, the nearest fraction whose terms do not. Ratios beyond 1:MAX_RESAMPLE_TERM
+    have no such fraction near them: ValueError."""
+    exact = Fraction(int(target), int(rate))
+    if max(exact.numerator, exact.denominator) <= MAX_RESAMPLE_TERM:
+        return exact.numerator, exact.denominator
+    if not Fraction(1, MAX_RESAMPLE_TERM) <= exact <= MAX_RESAMPLE_TERM:
+        raise ValueError(f"resample: {rate} Hz to {target} Hz is a ratio beyond 1:{MAX_RESAMPLE_TERM}")
+    near = exact.limit_denominator(MAX_RESAMPLE_TERM) if exact < 1 else 1 / (1 / exact).limit_denominator(MAX_RESAMPLE_TERM)
+    return near.numerator, near.denominator
 
 
 def _decode_audio_track(path: Path, sample_rate: int) -> np.ndarray:

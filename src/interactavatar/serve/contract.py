@@ -2,33 +2,30 @@
 
 Every refusal is a kserve `InvalidInput` (HTTP 400) whose message starts with the offending field
 (`image`, `options.steps`, `instances[0].colour`, ...), so a consumer knows what to fix. Media are
-decoded here, before a request waits for a generation slot, so a bad request never queues.
+decoded here, before a request waits for a generation slot, so a bad request never queues; and
+every medium's header is checked before any of them is decoded, so a bad request costs no more
+than parsing its headers. The decoding itself is io.media's (`*_from_bytes`), bounded by what the
+headers declare.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
-import itertools
 import json
 import math
 from dataclasses import asdict, dataclass, fields
 
-import av
 import numpy as np
-import soundfile
 from kserve.errors import InvalidInput
-from PIL import Image, UnidentifiedImageError
 
-from interactavatar.config import MODES
-from interactavatar.io.media import speech_from_waveform
+from interactavatar.config import MODES, InteractAvatarConfig
+from interactavatar.io import media as io_media
 
 # object_image: the object the sentence names (the release's obj_img; none: a white image);
 # pose_image: the reference's pose (its dwpose_img; none: PIM draws it from the reference).
 MEDIA_FIELDS = ("image", "audio", "pose_video", "object_image", "pose_image")
 FIELDS = ("image", "audio", "text", "options", "pose_video", "object_image", "pose_image")
-IMAGE_FORMATS = ["PNG", "JPEG"]  # PIL is told to try only these (no EPS/PSD parsers on untrusted bytes)
 
 
 @dataclass(frozen=True)
@@ -37,11 +34,19 @@ class ServeLimits:
 
     max_payload_bytes: int = 64 * 2**20
     max_concurrency: int = 1  # generations running at once (one per GPU is the sensible default)
-    max_queue: int = 4  # admitted requests waiting for a slot; more get 429
+    max_queue: int = 4  # requests in the server beyond the running ones (read, parsed or waiting); more get 429
+    # Requests one client (peer address) may have in the server at once: at the defaults one
+    # client cannot take every place. Behind a proxy every client has the proxy's address.
+    max_per_client: int = 4
+    body_timeout_s: float = 60.0  # a request's whole body must arrive within this (64 MB: ~1.1 MB/s)
     max_audio_seconds: float = 60.0
     max_image_pixels: int = 4096 * 4096
+    # The release's size rule gives an image its aspect ratio: a 1 x 4096 image would ask for a
+    # video a million pixels wide.
+    max_image_aspect: float = 3.0
+    max_video_pixels: int = 2048 * 2048  # a pose video's frames (the decoder holds several)
+    max_video_frames: int = 1500  # a pose video's declared length (a minute at 25 fps)
     max_steps: int = 200
-    max_frames: int = 257
     max_text_chars: int = 2000
     max_scale: float = 30.0
 
@@ -73,7 +78,7 @@ class GenerationRequest:
     text: str
     audio: np.ndarray  # [S] float32 at the model's sample rate, loudness-normalised
     options: GenerationOptions
-    pose_video: np.ndarray | None = None  # [T, H, W, 3] uint8, mode "pose" only
+    pose_video: np.ndarray | None = None  # [T, h, w, 3] uint8 at the motion size, mode "pose" only
     object_image: np.ndarray | None = None  # [H, W, 3] uint8
     pose_image: np.ndarray | None = None  # [H, W, 3] uint8
 
@@ -94,55 +99,12 @@ def decode_base64(field: str, value) -> bytes:
         raise refuse(field, f"malformed base64 ({err})") from None
 
 
-def decode_image(data: bytes, limits: ServeLimits, field: str = "image", mode: str = "RGB") -> np.ndarray:
-    """PNG or JPEG bytes of request field `field` -> [H, W, 3] uint8 ([H, W, 4] for mode "RGBA");
-    the size is checked before the pixels are decoded."""
+def _checked(field: str, read, *args):
+    """`read(*args)`, an io.media reader or header check, its ValueError refused naming `field`."""
     try:
-        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
-            if image.width * image.height > limits.max_image_pixels:
-                raise refuse(field, f"{image.width}x{image.height} is more than {limits.max_image_pixels} pixels")
-            return np.asarray(image.convert(mode))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-        raise refuse(field, f"not a PNG or JPEG image ({err})") from None
-
-
-def decode_audio(data: bytes, limits: ServeLimits, sample_rate: int, fps: int) -> np.ndarray:
-    """WAV (or FLAC/OGG) bytes -> [S] float32 at `sample_rate`, as io.media.load_speech reads files."""
-    try:
-        info = soundfile.info(io.BytesIO(data))
-    except (soundfile.LibsndfileError, RuntimeError) as err:
-        raise refuse("audio", f"not readable audio, expected WAV ({err})") from None
-    seconds = info.frames / info.samplerate
-    if seconds > limits.max_audio_seconds:
-        raise refuse("audio", f"{seconds:.1f} s is longer than the limit of {limits.max_audio_seconds:g} s")
-    if seconds * fps < 1:
-        raise refuse("audio", f"{seconds:.3f} s is shorter than one video frame at {fps} fps")
-    try:
-        waveform, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError) as err:
-        raise refuse("audio", f"not readable audio ({err})") from None
-    return speech_from_waveform(waveform, rate, sample_rate)
-
-
-def decode_video(data: bytes, limits: ServeLimits) -> np.ndarray:
-    """A pose video -> [T, H, W, 3] uint8, at most `max_frames` frames decoded."""
-    try:
-        container = av.open(io.BytesIO(data))
-    except (av.error.FFmpegError, ValueError) as err:
-        raise refuse("pose_video", f"not a readable video ({err})") from None
-    with container:
-        if not container.streams.video:
-            raise refuse("pose_video", "has no video stream")
-        stream = container.streams.video[0]
-        if stream.width * stream.height > limits.max_image_pixels:
-            raise refuse("pose_video", f"{stream.width}x{stream.height} is more than {limits.max_image_pixels} pixels")
-        try:
-            frames = [f.to_ndarray(format="rgb24") for f in itertools.islice(container.decode(stream), limits.max_frames)]
-        except av.error.FFmpegError as err:
-            raise refuse("pose_video", f"not a readable video ({err})") from None
-    if not frames:
-        raise refuse("pose_video", "has no frames")
-    return np.stack(frames)
+        return read(*args)
+    except ValueError as err:
+        raise refuse(field, str(err)) from None
 
 
 def _integer(field: str, value, low: int, high: int) -> int:
@@ -161,8 +123,8 @@ def _number(field: str, value, low: float, high: float) -> float:
     return float(value)
 
 
-def parse_options(value, limits: ServeLimits, frame_step: int) -> GenerationOptions:
-    """A JSON object (or None) -> options; `frame_step` is the VAE's temporal compression."""
+def parse_options(value, limits: ServeLimits, cfg: InteractAvatarConfig) -> GenerationOptions:
+    """A JSON object (or None) -> options for the model configured by `cfg`."""
     if value is None:
         return GenerationOptions()
     if not isinstance(value, dict):
@@ -178,9 +140,12 @@ def parse_options(value, limits: ServeLimits, frame_step: int) -> GenerationOpti
     if "seed" in value:
         parsed["seed"] = _integer("options.seed", value["seed"], 0, 2**63 - 1)
     if "num_frames" in value:
-        frames = _integer("options.num_frames", value["num_frames"], 1, limits.max_frames)
-        if (frames - 1) % frame_step:
-            raise refuse("options.num_frames", f"{frames} is not 1 + {frame_step}k")
+        # The model makes at most its configured count (what it was trained on): more would ask
+        # it for a clip it has never seen, at a cost the limits did not plan for.
+        frames = _integer("options.num_frames", value["num_frames"], 1, cfg.num_frames)
+        step = cfg.vae.temporal_compression
+        if (frames - 1) % step:
+            raise refuse("options.num_frames", f"{frames} is not 1 + {step}k")
         parsed["num_frames"] = frames
     for name in ("text_scale", "audio_scale"):
         if name in value:
@@ -200,13 +165,13 @@ def parse_options(value, limits: ServeLimits, frame_step: int) -> GenerationOpti
     return GenerationOptions(mode=value.get("mode", "interact"), **parsed)
 
 
-def parse_options_json(text: str, limits: ServeLimits, frame_step: int) -> GenerationOptions:
+def parse_options_json(text: str, limits: ServeLimits, cfg: InteractAvatarConfig) -> GenerationOptions:
     """v2 carries the options as one JSON string."""
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, RecursionError) as err:
         raise refuse("options", f"not valid JSON ({err})") from None
-    return parse_options(value, limits, frame_step)
+    return parse_options(value, limits, cfg)
 
 
 def parse_text(value, limits: ServeLimits) -> str:
@@ -222,8 +187,11 @@ def parse_text(value, limits: ServeLimits) -> str:
 
 
 def build_request(media: dict[str, bytes], text: str, options: GenerationOptions, limits: ServeLimits,
-                  sample_rate: int, fps: int) -> GenerationRequest:
-    """Decoded and checked media + text + options -> one request for the pipeline."""
+                  cfg: InteractAvatarConfig) -> GenerationRequest:
+    """Checked and decoded media + text + options -> one request for the model configured by `cfg`.
+
+    Every header first (sizes, rates, channels, lengths, frame counts), then the pixels and samples.
+    """
     for name in ("image", "audio"):
         if name not in media:
             raise refuse(name, "required")
@@ -231,14 +199,39 @@ def build_request(media: dict[str, bytes], text: str, options: GenerationOptions
         raise refuse("pose_video", "required with options.mode 'pose'")
     if options.mode != "pose" and "pose_video" in media:
         raise refuse("pose_video", f"only used with options.mode 'pose', not {options.mode!r}")
+    height, width = _checked("image", io_media.image_header, media["image"], limits.max_image_pixels)
+    if max(height, width) > limits.max_image_aspect * min(height, width):
+        raise refuse("image", f"{width}x{height} is more elongated than {limits.max_image_aspect:g}:1")
+    sizes = _checked("image", cfg.sizes_for, height, width)
+    if options.face_box is not None and (options.face_box[2] > width or options.face_box[3] > height):
+        raise refuse("options.face_box", f"{list(options.face_box)} is not inside the {width}x{height} image")
+    fps, sample_rate = cfg.audio.fps, cfg.audio.sample_rate
+    audio_limits = (limits.max_audio_seconds, 1 / fps)  # at most the limit, at least one video frame
+    _checked("audio", io_media.speech_header, media["audio"], *audio_limits)
+    for name in ("object_image", "pose_image"):
+        if name in media:
+            _checked(name, io_media.image_header, media[name], limits.max_image_pixels)
+    video_limits = (limits.max_video_pixels, limits.max_video_frames)
+    if "pose_video" in media:
+        _checked("pose_video", io_media.video_header, media["pose_video"], *video_limits)
+
+    def image(name: str, mode: str = "RGB") -> np.ndarray | None:
+        if name not in media:
+            return None
+        return _checked(name, io_media.image_from_bytes, media[name], limits.max_image_pixels, mode)
+
+    # The pose video is decoded straight to the size the pipeline scales it to, and only as many
+    # frames as it can use: the same frames, without holding the full-size clip.
+    pose_video = None if "pose_video" not in media else _checked(
+        "pose_video", io_media.video_from_bytes, media["pose_video"], sizes.motion_size,
+        options.num_frames or cfg.num_frames, *video_limits)
     return GenerationRequest(
-        image=decode_image(media["image"], limits),
+        image=image("image"),
         text=text,
-        audio=decode_audio(media["audio"], limits, sample_rate, fps),
+        audio=_checked("audio", io_media.speech_from_bytes, media["audio"], sample_rate, *audio_limits),
         options=options,
-        pose_video=decode_video(media["pose_video"], limits) if "pose_video" in media else None,
+        pose_video=pose_video,
         # An object cut-out keeps its alpha: the pipeline pastes it on white by it, as the release does.
-        object_image=decode_image(media["object_image"], limits, "object_image", "RGBA")
-        if "object_image" in media else None,
-        pose_image=decode_image(media["pose_image"], limits, "pose_image") if "pose_image" in media else None,
+        object_image=image("object_image", "RGBA"),
+        pose_image=image("pose_image"),
     )
