@@ -2,7 +2,8 @@
 
 Core kinds are checked against the Kubernetes OpenAPI schemas that kubernetes-validate ships
 (strict: unknown fields fail); KServe's kinds, for which it has no schema, are rebuilt from the
-kserve SDK's model classes, failing on unknown fields and on values the models reject.
+kserve SDK's model classes, failing on unknown fields and on values the models reject; a Kubeflow
+Trainer runtime, for which there is neither here, has its replicated Jobs checked as batch/v1 Jobs.
 """
 
 import re
@@ -11,7 +12,15 @@ import kserve
 import kubernetes.client
 import kubernetes_validate
 import pytest
-from helpers.k8s_manifests import KUSTOMIZATIONS, OVERLAYS, find, one
+from helpers.k8s_manifests import (
+    KUSTOMIZATIONS,
+    OVERLAYS,
+    TRAINING_RUNTIMES,
+    find,
+    one,
+    pod_templates,
+    runtime_jobs,
+)
 
 # KServe >= 0.16 and Kubeflow Trainer 2.x need Kubernetes >= 1.32 (infra/README.md): the
 # oldest cluster the manifests must fit.
@@ -21,6 +30,10 @@ SDK_MODELS = {
     ("serving.kserve.io/v1beta1", "InferenceService"): kserve.V1beta1InferenceService,
     ("serving.kserve.io/v1alpha1", "ServingRuntime"): kserve.V1alpha1ServingRuntime,
 }
+# The fields a Trainer runtime (trainer.kubeflow.org/v1alpha1) and its JobSet's replicated Jobs may
+# have, from the Trainer's and JobSet's API types.
+RUNTIME_SPEC_FIELDS = {"mlPolicy", "podGroupPolicy", "template"}
+REPLICATED_JOB_FIELDS = {"name", "template", "replicas", "dependsOn", "groupName"}
 # Created by the KFP install, not by these manifests.
 EXTERNAL_NAMESPACES = {"kubeflow"}
 PIPELINE_RUNNER = ("kubeflow", "pipeline-runner")
@@ -42,12 +55,21 @@ def test_core_kinds_match_the_kubernetes_schema(build, overlay):
     for obj in build(overlay):
         if (obj["apiVersion"], obj["kind"]) in SDK_MODELS:
             continue
-        try:
-            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as error:
-            errors.append(f"{obj['kind']} {obj['metadata']['name']}: {error.message} at {list(error.path)}")
-        except kubernetes_validate.SchemaNotFoundError:
-            errors.append(f"{obj['apiVersion']} {obj['kind']}: no schema; add its SDK model to SDK_MODELS")
+        checked = [obj]
+        if obj["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and obj["kind"] in TRAINING_RUNTIMES:
+            errors += [f"{obj['kind']} {obj['metadata']['name']}: unknown field spec.{field}"
+                       for field in set(obj["spec"]) - RUNTIME_SPEC_FIELDS]
+            errors += [f"{obj['kind']} {obj['metadata']['name']}: unknown field {field} in replicated Job {job['name']}"
+                       for job in runtime_jobs(obj) for field in set(job) - REPLICATED_JOB_FIELDS]
+            checked = [{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job["name"]},
+                        "spec": job["template"]["spec"]} for job in runtime_jobs(obj)]
+        for doc in checked:
+            try:
+                kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                errors.append(f"{obj['kind']} {obj['metadata']['name']}: {error.message} at {list(error.path)}")
+            except kubernetes_validate.SchemaNotFoundError:
+                errors.append(f"{obj['apiVersion']} {obj['kind']}: no schema; add its SDK model to SDK_MODELS")
     assert not errors, "\n".join(errors)
 
 
@@ -141,6 +163,9 @@ def test_inferenceservice_runs_on_the_project_runtime(build, overlay):
     (container,) = runtime["spec"]["containers"]
     assert container["args"][:1] == ["serve"] and "/mnt/models" in container["args"]
     assert container["args"][container["args"].index("--host") + 1] == "0.0.0.0"
+    # Readiness gates traffic; liveness (after the startup probe) restarts a pod whose model is gone.
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live" and "startupProbe" in container
 
 
 def test_gpu_overlay_pins_the_predictor_to_gpu_nodes(build):
@@ -192,10 +217,8 @@ def test_pipeline_runner_may_deploy_and_launch_training(build, overlay):
 
 
 def _pod_specs(objects):
-    for obj in objects:
-        spec = obj.get("spec", {})
-        if obj["kind"] in {"Deployment", "StatefulSet", "Job"}:
-            yield obj, spec["template"]["spec"]
+    for owner, template in pod_templates(objects):
+        yield owner, template["spec"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -208,7 +231,8 @@ def test_every_reference_resolves_inside_the_build(build, overlay):
         if o["metadata"].get("namespace", "kubeflow") not in namespaces
     ]
     for owner, pod in _pod_specs(objects):
-        namespace = owner["metadata"]["namespace"]
+        # A cluster-scoped runtime's pods run in its TrainJob's namespace: looked up anywhere.
+        namespace = owner["metadata"].get("namespace")
         refs = []
         for container in pod.get("containers", []) + pod.get("initContainers", []):
             for source in container.get("envFrom", []):
@@ -218,17 +242,29 @@ def test_every_reference_resolves_inside_the_build(build, overlay):
                 ref = env.get("valueFrom", {})
                 refs += [("Secret", ref["secretKeyRef"]["name"])] if "secretKeyRef" in ref else []
                 refs += [("ConfigMap", ref["configMapKeyRef"]["name"])] if "configMapKeyRef" in ref else []
-        refs += [
-            ("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"])
-            for v in pod.get("volumes", [])
-            if "persistentVolumeClaim" in v
-        ]
+        refs += _volume_refs(pod.get("volumes", []))
         dangling += [
             f"{owner['kind']} {owner['metadata']['name']} -> {kind} {name}"
             for kind, name in refs
             if not find(objects, kind, name, namespace)
         ]
+    for runtime in find(objects, "ServingRuntime"):
+        namespace = runtime["metadata"]["namespace"]
+        dangling += [
+            f"ServingRuntime {runtime['metadata']['name']} -> {kind} {name}"
+            for kind, name in _volume_refs(runtime["spec"].get("volumes", []))
+            if not find(objects, kind, name, namespace)
+        ]
     assert not dangling, dangling
+
+
+def _volume_refs(volumes) -> list[tuple[str, str]]:
+    refs = []
+    for volume in volumes:
+        refs += [("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])] if "persistentVolumeClaim" in volume else []
+        refs += [("Secret", volume["secret"]["secretName"])] if "secret" in volume else []
+        refs += [("ConfigMap", volume["configMap"]["name"])] if "configMap" in volume else []
+    return refs
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -10,11 +10,10 @@ import subprocess
 
 import pytest
 import yaml
-from helpers.k8s_manifests import K8S, OVERLAYS, REPO, find
+from helpers.k8s_manifests import K8S, OVERLAYS, REPO, find, is_secret_name
 
 SECRETS = K8S / "secrets"
 PLACEHOLDER = "CHANGE_ME"
-SECRET_WORDS = {"KEY", "SECRET", "PASSWORD", "TOKEN", "CREDENTIALS"}
 # High-signal shapes of real credentials, searched in every tracked file.
 CREDENTIAL_PATTERNS = {
     "AWS access key id": re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
@@ -31,10 +30,6 @@ def tracked_files() -> list[str]:
 def env_file(path) -> dict[str, str]:
     lines = [line.strip() for line in path.read_text().splitlines()]
     return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
-
-
-def is_secret_name(name: str) -> bool:
-    return bool(SECRET_WORDS & set(re.split(r"[_\-.]", name.upper())))
 
 
 def test_no_env_file_is_tracked():
@@ -85,9 +80,10 @@ def test_no_committed_manifest_holds_a_secret():
             for generator in doc.get("secretGenerator", []):
                 if "literals" in generator:
                     problems.append(f"{path.name}: secretGenerator {generator['name']} has literals")
-            # An env var with a secret's name must come from a Secret, not a literal value.
+            # An env var with a secret's name must come from a Secret, not a literal value; one
+            # named ..._FILE holds the path of a mounted Secret, not the secret.
             for match in re.finditer(r"name: ([A-Z_]+)\s*,?\s*value:", path.read_text()):
-                if is_secret_name(match[1]):
+                if is_secret_name(match[1]) and not match[1].endswith("_FILE"):
                     problems.append(f"{path.name}: {match[1]} has a literal value")
     assert not problems, sorted(set(problems))
 

@@ -2,9 +2,10 @@
 its pipeline task.
 
 The task (the launcher) copies the stage's input folders to an S3 staging prefix, creates a TrainJob
-(trainer.kubeflow.org/v1alpha1) on a ClusterTrainingRuntime such as `torch-distributed`, waits for
-its Complete or Failed condition, and fetches the model directory the job published into the task's
-output artifact. Every node of the job runs
+(trainer.kubeflow.org/v1alpha1) on a ClusterTrainingRuntime (`interactavatar-torch`, k8s/training/,
+whose pod template holds the pods' security settings), waits for its Complete or Failed condition,
+and fetches the model directory the job published into the task's output artifact. Every node of
+the job runs
 
     interactavatar trainjob node --input data=s3://.../inputs/data ... --output out=s3://.../output \\
         --checkpoints out/checkpoints=s3://.../checkpoints \\
@@ -31,7 +32,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from interactavatar.cluster.names import ENDPOINT_KEYS, ENDPOINTS_CONFIG_MAP, S3_SECRET, S3_SECRET_KEYS
+from interactavatar.cluster.names import (
+    ENDPOINT_KEYS,
+    ENDPOINTS_CONFIG_MAP,
+    S3_SECRET,
+    S3_SECRET_KEYS,
+    TRAINER_RUNTIME,
+)
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 # The stage's input folders (StageSpec fields) that the nodes download, and the folder they train
@@ -49,7 +56,8 @@ class TrainJobSettings:
 
     num_nodes: training nodes; 1 trains in the calling process.
     gpus_per_node: GPUs each node asks for (0: CPU nodes); one torchrun process per GPU.
-    runtime: the ClusterTrainingRuntime the job runs on (`torch-distributed` is Trainer's default).
+    runtime: the ClusterTrainingRuntime the job runs on; its pod template carries the pods' security
+        settings and tolerations, which a TrainJob cannot set (`interactavatar-torch`, k8s/training/).
     namespace: where the job runs; the S3 Secret and the endpoints ConfigMap must be there.
     image: the nodes' container image (the project image the pipeline's tasks run in).
     staging_uri: s3:// prefix for the job's inputs, checkpoints and published model directory.
@@ -58,7 +66,7 @@ class TrainJobSettings:
 
     num_nodes: int = 1
     gpus_per_node: int = 1
-    runtime: str = "torch-distributed"
+    runtime: str = TRAINER_RUNTIME
     namespace: str = "kubeflow"
     image: str = ""
     staging_uri: str = "s3://models/trainjobs"
