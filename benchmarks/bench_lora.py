@@ -29,21 +29,18 @@ import torch
 from benchmarks.summary import headline
 from benchmarks.timing import run_child
 from interactavatar.config import EXPERIMENT, MODEL_NAME, preset
+from interactavatar.io.mlflow_store import experiment_id, sqlite_path
 from interactavatar.io.model_refs import ADAPTER_WEIGHTS, MODEL_CACHE_ENV
 from interactavatar.pipeline.demo import DEMO_PARAMS
 
 
 def _register(model_dir: Path, tracking: str) -> str:
-    """`model_dir` as a new version of MODEL_NAME (MLflow alone: no evaluation, no gate). Only a
-    client bound to `tracking`: the fluent API follows process-wide state, which an earlier caller
-    (a test against an MLflow server) may have pointed elsewhere."""
+    """`model_dir` as a new version of MODEL_NAME (MLflow alone: no evaluation, no gate)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking, tracking)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        EXPERIMENT, artifact_location=(Path(tracking.removeprefix("sqlite:///")).parent / "artifacts").as_uri())
-    run = client.create_run(experiment_id, run_name="bench-lora-base")
+    artifacts = (sqlite_path(tracking).parent / "artifacts").as_uri()
+    run = client.create_run(experiment_id(client, EXPERIMENT, artifacts), run_name="bench-lora-base")
     client.log_artifacts(run.info.run_id, str(model_dir), artifact_path="model")
     client.set_terminated(run.info.run_id)
     client.create_registered_model(MODEL_NAME)

@@ -207,3 +207,45 @@ def test_deploy_without_a_cluster_writes_the_manifest_only(tmp_path):
     assert yaml.safe_load((tmp_path / "isvc.yaml").read_text())["metadata"]["name"] == "e"
     assert deploy.python_func(storage_uri="/local/mlruns/model", endpoint_name="e", namespace="n", gpu=0,
                               apply=False, manifest=manifest) == "not deployable"
+
+
+def test_a_lora_champion_is_served_merged_into_its_base(model_dir, s3_server, tmp_path, monkeypatch):
+    """The predictor cannot reach the registry for a LoRA version's base, so the pipeline writes the
+    merged model for it; a whole model is served from its own artifact."""
+    import torch
+    from helpers.registry import register_as_champion
+
+    from interactavatar.io.model_refs import MODEL_CACHE_ENV
+    from interactavatar.io.storage import client, download_folder, ensure_bucket
+    from interactavatar.model import lora
+    from interactavatar.model.bundle import load_bundle, write_adapter_files
+    from interactavatar.pipeline.steps import serving_copy
+
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    for key, value in {**s3_server.env(), "MLFLOW_TRACKING_URI": tracking,
+                       MODEL_CACHE_ENV: str(tmp_path / "cache")}.items():
+        monkeypatch.setenv(key, value)
+    base = register_as_champion(model_dir, tracking)
+    bundle = load_bundle(model_dir)
+    cfg = lora.LoRAConfig(2, 4.0)
+    bundle.model = lora.inject(bundle.model, cfg)
+    with torch.no_grad():  # a trained adapter: B away from zero, so the merge changes the weights
+        for name, parameter in bundle.model.named_parameters():
+            if ".lora_B." in name:
+                parameter.normal_(std=0.05)
+    write_adapter_files(bundle, cfg, f"models:/interactavatar/{base}", tmp_path / "adapter")
+    ensure_bucket(client(), "models")
+
+    assert serving_copy(model_dir, "s3://mlflow/artifacts/1/model", "s3://models/deployments/x/1") == \
+        "s3://mlflow/artifacts/1/model"
+    target = "s3://models/deployments/interactavatar/2"
+    assert serving_copy(tmp_path / "adapter", "s3://mlflow/artifacts/2/model", target) == target
+    download_folder(client(), target, tmp_path / "served")
+    assert not (tmp_path / "served" / lora.ADAPTER_RECORD).exists()  # a plain model: no registry needed
+    served, expected = load_bundle(tmp_path / "served").model.state_dict(), load_bundle(tmp_path / "adapter").model.state_dict()
+    assert list(served) == list(load_bundle(model_dir).model.state_dict())
+    assert all(torch.equal(served[key], expected[key]) for key in expected)
+    assert not torch.equal(served["pim.blocks.0.ffn.0.weight"], load_bundle(model_dir).model.state_dict()[
+        "pim.blocks.0.ffn.0.weight"])
+    # A retried task finds the copy complete and leaves it.
+    assert serving_copy(tmp_path / "adapter", "s3://mlflow/artifacts/2/model", target) == target

@@ -81,7 +81,7 @@ def compiled_pipeline() -> dict:
 def test_submit_sends_the_compiled_pipeline_with_typed_parameters(kfp_api, capsys):
     url, api = kfp_api
     code = main(["pipeline", "submit", "--host", url, "--data-repo", DATA_REPO, "--data-rev", "v3",
-                 "--param", "preset=tiny", "--param", "pim_steps=50", "--param", "gate_level=0.9",
+                 "--param", "preset=tiny", "--param", "pim_steps=50", "--param", "eval_clips=16",
                  "--param", "apply_deployment=false", "--param", "curriculum=0,1,1", "--param", "train_num_nodes=4"])
     assert code == 0
     assert json.loads(capsys.readouterr().out) == {"run_id": "run-1"}  # only the result on stdout
@@ -94,7 +94,7 @@ def test_submit_sends_the_compiled_pipeline_with_typed_parameters(kfp_api, capsy
     assert run["experiment_id"] == "experiment-1"
     assert run["pipeline_spec"] == compiled_pipeline()
     assert run["runtime_config"]["parameters"] == {
-        "data_repo": DATA_REPO, "data_rev": "v3", "preset": "tiny", "pim_steps": 50, "gate_level": 0.9,
+        "data_repo": DATA_REPO, "data_rev": "v3", "preset": "tiny", "pim_steps": 50, "eval_clips": 16,
         "apply_deployment": False, "curriculum": "0,1,1", "train_num_nodes": 4}
 
 

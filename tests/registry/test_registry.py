@@ -11,12 +11,23 @@ from helpers.metrics import clips, write_metrics
 from minio import Minio
 
 from interactavatar.registry.gate import Gate
-from interactavatar.registry.mlflow import CHAMPION, PREVIOUS, register, resolve, rollback
+from interactavatar.registry.mlflow import (
+    CHAMPION,
+    PREVIOUS,
+    champion_version,
+    change_policy,
+    register,
+    resolve,
+    rollback,
+    show_policy,
+)
 
 
 @pytest.fixture
 def sqlite_uri(tmp_path, monkeypatch):
+    """A fresh SQLite store, also the environment's (for the CLI and a bare MlflowClient)."""
     monkeypatch.chdir(tmp_path)  # the file artifact store lands in ./mlruns
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     return f"sqlite:///{tmp_path}/mlflow.db"
 
 
@@ -68,13 +79,13 @@ def test_a_file_scored_against_another_version_than_the_champion_is_refused(mode
 
 
 def test_margin_and_rollback(model_dir, tmp_path, sqlite_uri):
-    gate = Gate.parse("grounding_iou:max:0.05")
-    register(model_dir, write_metrics(tmp_path / "a.json", clips(0.30), clips(0.0)), gate=gate, tracking_uri=sqlite_uri)
+    change_policy("interactavatar", Gate.parse("grounding_iou:max:0.05"), "a 0.05 margin", tracking_uri=sqlite_uri)
+    register(model_dir, write_metrics(tmp_path / "a.json", clips(0.30), clips(0.0)), tracking_uri=sqlite_uri)
     small_gain = register(model_dir, write_metrics(tmp_path / "b.json", clips(0.33), clips(0.30), baseline="1"),
-                          gate=gate, tracking_uri=sqlite_uri)
-    assert not small_gain.promoted
+                          tracking_uri=sqlite_uri)
+    assert not small_gain.promoted and "margin 0.05" in small_gain.reason
     big_gain = register(model_dir, write_metrics(tmp_path / "c.json", clips(0.40), clips(0.30), baseline="1"),
-                        gate=gate, tracking_uri=sqlite_uri)
+                        tracking_uri=sqlite_uri)
     assert big_gain.promoted and big_gain.champion == "3"
 
     assert rollback(tracking_uri=sqlite_uri) == "1"
@@ -83,14 +94,80 @@ def test_margin_and_rollback(model_dir, tmp_path, sqlite_uri):
     assert client.get_model_version("interactavatar", "3").tags["rolled_back"] == "true"
     # A later registration is gated against the restored champion, and the retired one stays out.
     with pytest.raises(ValueError, match="version 3.*champion of interactavatar is version 1"):
-        register(model_dir, write_metrics(tmp_path / "d.json", clips(0.5), clips(0.4), baseline="3"), gate=gate,
+        register(model_dir, write_metrics(tmp_path / "d.json", clips(0.5), clips(0.4), baseline="3"),
                  tracking_uri=sqlite_uri)
     again = register(model_dir, write_metrics(tmp_path / "e.json", clips(0.36), clips(0.30), baseline="1"),
-                     gate=gate, tracking_uri=sqlite_uri)
+                     tracking_uri=sqlite_uri)
     assert again.promoted and again.champion == "4"
     assert rollback(tracking_uri=sqlite_uri) == "1"
-    with pytest.raises(ValueError, match="no previous champion"):
+    # Rollback can always remove a bad champion: the first one too, leaving none.
+    assert rollback(tracking_uri=sqlite_uri) is None
+    assert champion_version("interactavatar", sqlite_uri) is None
+    with pytest.raises(ValueError, match="interactavatar has no champion to roll back"):
         rollback(tracking_uri=sqlite_uri)
+    # With no champion the next version must beat the floor again.
+    fresh = register(model_dir, write_metrics(tmp_path / "f.json", clips(0.3), clips(0.0)), tracking_uri=sqlite_uri)
+    assert fresh.promoted and fresh.champion == "5" and "against the floor" in fresh.reason
+
+
+def test_the_gate_policy_is_the_registry_s_and_changes_only_by_a_recorded_admin_command(model_dir, tmp_path,
+                                                                                       sqlite_uri):
+    from interactavatar.cli import main
+    from interactavatar.registry.policy import ADMIN_EXPERIMENT
+
+    # Before any version: the default, not yet recorded. The first registration records it.
+    assert show_policy(tracking_uri=sqlite_uri)["gate_policy.set_by"] == "unrecorded"
+    register(model_dir, write_metrics(tmp_path / "a.json", clips(0.3), clips(0.0)), tracking_uri=sqlite_uri)
+    recorded = show_policy(tracking_uri=sqlite_uri)
+    assert recorded["gate_policy.spec"] == Gate.parse().spec() and recorded["gate_policy.set_by"] == "default"
+    # A caller cannot bring its own gate any more: register has no --gate or --margin.
+    with pytest.raises(SystemExit):
+        main(["register", "--model", str(model_dir), "--metrics", str(tmp_path / "a.json"), "--gate", "psnr:max:-1"])
+    # A negative margin promotes a worse version: refused, unless an admin says so on purpose.
+    with pytest.raises(ValueError, match="margin -1 is negative.*--allow-worse"):
+        Gate.parse("grounding_iou:max:-1")
+    with pytest.raises(ValueError, match="level 0.2 must lie in"):
+        Gate.parse(level=0.2)
+    with pytest.raises(ValueError, match="--reason is required"):
+        change_policy("interactavatar", Gate.parse("grounding_iou:max:0.1"), " ", tracking_uri=sqlite_uri)
+    assert main(["registry", "policy", "set", "--gate", "grounding_iou:max:0.1,ssim:max:0.02", "--level", "0.9",
+                 "--reason", "tighter after incident 7"]) == 0
+    now = show_policy(tracking_uri=sqlite_uri)
+    assert now["gate_policy.spec"] == "grounding_iou:max:0.1,ssim:max:0.02" and now["gate_policy.level"] == "0.9"
+    assert now["gate_policy.reason"] == "tighter after incident 7" and "@" in now["gate_policy.set_by"]
+    # The change is recorded: old and new policy, who and why.
+    client = mlflow.MlflowClient()
+    (change,) = client.search_runs([client.get_experiment_by_name(ADMIN_EXPERIMENT).experiment_id])
+    assert change.data.params["previous_spec"] == Gate.parse().spec()
+    assert change.data.params["spec"] == now["gate_policy.spec"] and change.data.tags["reason"] == now["gate_policy.reason"]
+    # Every registration uses it: a 0.05 gain no longer clears the 0.1 margin, and the version
+    # records the policy that decided.
+    small = register(model_dir, write_metrics(tmp_path / "b.json", clips(0.35), clips(0.3), baseline="1"),
+                     tracking_uri=sqlite_uri)
+    assert not small.promoted and "margin 0.1" in small.reason
+    tags = client.get_model_version("interactavatar", small.version).tags
+    assert tags["gate.spec"] == now["gate_policy.spec"] and tags["gate.level"] == "0.9"
+
+
+def test_concurrent_registrations_on_a_fresh_sqlite_store_all_succeed(model_dir, tmp_path):
+    """Six registrations started at once on a store nobody has opened yet. Before the store lock, 5
+    of 6 failed on the store (racing on its schema migration); now each gets the gate's answer."""
+    uri = f"sqlite:///{tmp_path}/fresh.db"
+    processes = [subprocess.Popen([sys.executable, "-m", "interactavatar.cli", "register", "--model", str(model_dir),
+                                   "--metrics", str(write_metrics(tmp_path / f"m{i}.json", clips(0.3), clips(0.0)))],
+                                  env={**os.environ, "MLFLOW_TRACKING_URI": uri}, cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(6)]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    registered = [json.loads(out.splitlines()[-1]) for process, (out, _) in zip(processes, outputs, strict=True)
+                  if process.returncode == 0]
+    refused = [err for process, (_, err) in zip(processes, outputs, strict=True) if process.returncode != 0]
+    # All were scored against the floor: the first registered became champion, and each other one
+    # was refused by the gate's rule (a champion now exists: score against it), naming it.
+    assert len(registered) == 1 and registered[0]["promoted"] and registered[0]["version"] == "1", outputs
+    assert len(refused) == 5 and all("scored against no baseline" in err and "champion of interactavatar is version 1"
+                                     in err for err in refused), refused
+    client = mlflow.MlflowClient(uri, uri)
+    assert [str(v.version) for v in client.search_model_versions("name='interactavatar'")] == ["1"]
 
 
 def test_bad_inputs_are_named(model_dir, tmp_path, sqlite_uri):
@@ -174,3 +251,9 @@ def test_pyfunc_predicts_playable_mp4s_from_base64_rows(model_dir, tmp_path):
     frames, fps = read_video(tmp_path / "video.mp4")
     assert frames.shape == (preset("tiny").num_frames, *preset("tiny").video_size, 3) and fps == 25
     assert has_audio_stream(tmp_path / "video.mp4")
+    # Decoded as the endpoint decodes: a row declaring a 4 MHz rate is refused from its header.
+    from helpers.media import with_declared_rate
+
+    lying = row | {"audio": base64.b64encode(with_declared_rate(wav_bytes(), 4_000_000)).decode()}
+    with pytest.raises(ValueError, match="4000000"):
+        generator.predict([lying], params={"steps": 2})

@@ -167,8 +167,9 @@ def resolve_model_dir(ref: str, download_dir: str | Path | None = None) -> Path:
     return resolve_model(ref, download_dir).path
 
 
-def registry_version(ref: str) -> tuple[str, str]:
-    """`models:/NAME@ALIAS` or `models:/NAME/VERSION` -> (NAME, VERSION), the alias looked up now."""
+def registry_version(ref: str, client=None) -> tuple[str, str]:
+    """`models:/NAME@ALIAS` or `models:/NAME/VERSION` -> (NAME, VERSION), the alias looked up now
+    (in `client`'s registry; default: the environment's)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -176,7 +177,7 @@ def registry_version(ref: str) -> tuple[str, str]:
     if "@" in reference:
         name, alias = registry_name(ref), reference.split("@", 1)[1]
         try:
-            return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
+            return name, str((client or MlflowClient()).get_model_version_by_alias(name, alias).version)
         except MlflowException as err:
             raise ValueError(f"{ref}: the registry has no version of {name!r} under alias {alias!r}") from err
     name, _, version = reference.partition("/")

@@ -13,7 +13,7 @@ The training components share these arguments (`steps.TrainingSettings`):
     parent_run_id: MLflow run to nest the stage's run under (empty: none).
     num_nodes: training nodes (1: train in the task's own pod; more: a Kubeflow Trainer TrainJob).
     gpus_per_node: GPUs of each TrainJob node.
-    trainer_runtime: the ClusterTrainingRuntime of the TrainJob (Kubeflow Trainer's `torch-distributed`).
+    trainer_runtime: the ClusterTrainingRuntime of the TrainJob (k8s/training: `interactavatar-torch`, hardened).
     trainer_namespace: where the TrainJob runs (holding the S3 Secret and endpoints ConfigMap).
     trainer_image: the nodes' image (this project's image).
     trainjob_staging_uri: s3:// prefix where the job's inputs and output model directory are staged.
@@ -193,7 +193,7 @@ def resolve_champion(model_name: str) -> str:
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def evaluate(dataset: Input[Dataset], model: Input[Model], split: str, num_clips: int, steps: int, seed: int,
-             baseline: str, level: float, parent_run_id: str, metrics: Output[Metrics],
+             baseline: str, model_name: str, parent_run_id: str, metrics: Output[Metrics],
              metrics_file: Output[Artifact], report: Output[HTML]):
     """Generate on the held-out split and score the model, the baseline, an untrained floor and the
     ground truth on the same clips and seeds.
@@ -203,26 +203,24 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], split: str, num_clips
         num_clips: clips to evaluate (0: all).
         steps: sampling steps (0: the preset's).
         baseline: the champion, pinned (resolve_champion's output; "": none yet).
-        level: the paired intervals' confidence level.
+        model_name: the registered model, whose gate policy sets the intervals' level.
         metrics: the model's metrics, shown in the KFP UI.
         metrics_file: metrics.json, read by the register step.
         report: the HTML report.
     """
     from interactavatar.pipeline.steps import evaluate_task
 
-    evaluate_task(dataset, model, split, num_clips, steps, seed, baseline, level, parent_run_id, metrics,
+    evaluate_task(dataset, model, split, num_clips, steps, seed, baseline, model_name, parent_run_id, metrics,
                   metrics_file, report)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def register(model: Input[Model], metrics_file: Input[Artifact], model_name: str, gate: str, gate_level: float,
-             data_rev: str, parent_run_id: str, artifacts_destination: str, registration: Output[Artifact]) -> str:
-    """Register the model in MLflow; the gate decides whether it becomes the champion.
+def register(model: Input[Model], metrics_file: Input[Artifact], model_name: str, data_rev: str, parent_run_id: str, artifacts_destination: str, registration: Output[Artifact]) -> str:
+    """Register the model in MLflow; the registered model's gate policy decides whether it becomes
+    the champion (set by an admin: `interactavatar registry policy set`, never by a run).
 
     Args:
         model_name: the registered model's name.
-        gate: PRIMARY:max|min:MARGIN[,GUARD:max|min:TOLERANCE...] (registry/gate.py).
-        gate_level: the confidence level of the gate's intervals.
         data_rev: the data revision (lineage tag).
         parent_run_id: the pipeline's MLflow run (lineage tag).
         artifacts_destination: the MLflow server's --artifacts-destination (s3://...), to turn
@@ -234,7 +232,7 @@ def register(model: Input[Model], metrics_file: Input[Artifact], model_name: str
     """
     from interactavatar.pipeline.steps import register_task
 
-    return register_task(model, metrics_file, model_name, gate, gate_level, data_rev, parent_run_id,
+    return register_task(model, metrics_file, model_name, data_rev, parent_run_id,
                          artifacts_destination, registration)
 
 

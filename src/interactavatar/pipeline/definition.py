@@ -2,9 +2,16 @@
 
 from kfp import dsl, kubernetes
 
-from interactavatar.cluster.names import ENDPOINT_KEYS, ENDPOINTS_CONFIG_MAP, IMAGE, S3_SECRET, S3_SECRET_KEYS
-from interactavatar.config import DEFAULT_GATE, MODEL_NAME
-from interactavatar.evaluate.compare import DEFAULT_LEVEL
+from interactavatar.cluster.names import (
+    ENDPOINT_KEYS,
+    ENDPOINTS_CONFIG_MAP,
+    IMAGE,
+    IMAGE_UID,
+    S3_SECRET,
+    S3_SECRET_KEYS,
+    TRAINER_RUNTIME,
+)
+from interactavatar.config import MODEL_NAME
 from interactavatar.pipeline.components import (
     audio_pretrain,
     deploy,
@@ -23,9 +30,11 @@ from interactavatar.pipeline.components import (
 def _with_cluster_settings(task, display_name: str, gpus=None):
     """The task's display name; S3 keys and endpoints from the cluster's Secret and ConfigMap (never
     inline); GPU tasks (`gpus`: a count or a pipeline parameter) also get a GPU node, its taint
-    tolerated, a RAM-backed /dev/shm for data loading, and one retry. A local run ignores all but
-    the name and the retries."""
+    tolerated, a RAM-backed /dev/shm for data loading, and one retry. Every task runs as the image's
+    unprivileged user (KFP's compiler adds no privilege escalation, no capabilities and the
+    RuntimeDefault seccomp profile). A local run ignores all but the name and the retries."""
     task.set_display_name(display_name)
+    kubernetes.set_security_context(task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID, run_as_non_root=True)
     kubernetes.use_secret_as_env(task, S3_SECRET, {key: key for key in S3_SECRET_KEYS})
     kubernetes.use_config_map_as_env(task, ENDPOINTS_CONFIG_MAP, {key: key for key in ENDPOINT_KEYS})
     if gpus is not None:
@@ -48,9 +57,9 @@ def _evaluate_register_deploy(trained, dataset, data_rev, p: dict) -> None:
     champion.set_caching_options(False)  # the champion moves
     scored = evaluate(dataset=dataset, model=trained.outputs["model"], split=p["eval_split"],
                       num_clips=p["eval_clips"], steps=p["eval_steps"], seed=p["seed"], baseline=champion.output,
-                      level=p["gate_level"], parent_run_id=p["parent_run_id"])
+                      model_name=p["model_name"], parent_run_id=p["parent_run_id"])
     registered = register(model=trained.outputs["model"], metrics_file=scored.outputs["metrics_file"],
-                          model_name=p["model_name"], gate=p["gate"], gate_level=p["gate_level"], data_rev=data_rev,
+                          model_name=p["model_name"], data_rev=data_rev,
                           parent_run_id=p["parent_run_id"], artifacts_destination=p["artifacts_destination"])
     # The registry and the cluster are state outside the pipeline: never reuse a cached answer.
     registered.set_caching_options(False)
@@ -92,8 +101,6 @@ def interactavatar_pipeline(
     eval_clips: int = 8,
     eval_steps: int = 0,
     model_name: str = MODEL_NAME,
-    gate: str = DEFAULT_GATE,
-    gate_level: float = DEFAULT_LEVEL,
     endpoint_name: str = "interactavatar",
     endpoint_namespace: str = "interactavatar-serving",
     endpoint_gpus: int = 1,
@@ -102,7 +109,7 @@ def interactavatar_pipeline(
     train_num_nodes: int = 1,
     train_gpus_per_node: int = 1,
     train_task_gpus: int = 1,
-    trainer_runtime: str = "torch-distributed",
+    trainer_runtime: str = TRAINER_RUNTIME,
     trainer_namespace: str = "kubeflow",
     trainjob_staging_uri: str = "s3://models/trainjobs",
     parent_run_id: str = "",
@@ -127,10 +134,11 @@ def interactavatar_pipeline(
     Then, either way:
       6. resolve_champion, then evaluate: generate on the held-out split; score the model and the
          champion (the baseline) on the same clips and seeds, and an untrained floor and the ground
-         truth; per metric, the paired difference's interval at `gate_level`.
-      7. register: a new MLflow model version; the `gate` decides whether it becomes `champion`:
-         the primary metric's gain over the champion (over the floor, for the first version) must
-         lie above its margin, and no guard may show a loss beyond its tolerance.
+         truth; per metric, the paired difference's interval at the gate policy's level.
+      7. register: a new MLflow model version; the registered model's gate policy (set by an admin,
+         `interactavatar registry policy set`, not by this run) decides whether it becomes
+         `champion`: the primary metric's gain over the champion (over the floor, for the first
+         version) must lie above its margin, and no guard may show a loss beyond its tolerance.
       8. deploy, only when the gate promoted: the champion behind a KServe InferenceService.
 
     Training stages run in their task's pod (`train_task_gpus` GPUs) unless `train_num_nodes` > 1:
@@ -140,8 +148,8 @@ def interactavatar_pipeline(
     since the task itself only waits.
     """
     params = dict(eval_split=eval_split, eval_clips=eval_clips, eval_steps=eval_steps, seed=seed,
-                  parent_run_id=parent_run_id, model_name=model_name, gate=gate,
-                  gate_level=gate_level, artifacts_destination=artifacts_destination, endpoint_name=endpoint_name,
+                  parent_run_id=parent_run_id, model_name=model_name,
+                  artifacts_destination=artifacts_destination, endpoint_name=endpoint_name,
                   endpoint_namespace=endpoint_namespace, endpoint_gpus=endpoint_gpus,
                   apply_deployment=apply_deployment)
 

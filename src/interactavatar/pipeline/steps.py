@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,14 +162,18 @@ def resolve_champion_task(model_name: str) -> str:
     return pinned
 
 
-def evaluate_task(dataset, model, split: str, num_clips: int, steps: int, seed: int, baseline: str, level: float,
-                  parent_run_id: str, metrics, metrics_file, report) -> None:
+def evaluate_task(dataset, model, split: str, num_clips: int, steps: int, seed: int, baseline: str,
+                  model_name: str, parent_run_id: str, metrics, metrics_file, report) -> None:
     """Score the model on `split` (0 clips or steps: all clips, the preset's steps), and `baseline`
     (a pinned model reference; "": none) on the same clips, into the metrics.json and report
-    artifacts, and log the model's metrics for the KFP UI."""
+    artifacts (intervals at the level of `model_name`'s gate policy), and log the model's metrics
+    for the KFP UI."""
     import tempfile
 
     from interactavatar.evaluate.run import METRICS_FILE, REPORT_FILE, EvaluationSettings, evaluate
+    from interactavatar.registry.mlflow import gate_policy
+
+    level = gate_policy(model_name).level
 
     with tempfile.TemporaryDirectory() as out:
         result = evaluate(EvaluationSettings(
@@ -182,25 +187,54 @@ def evaluate_task(dataset, model, split: str, num_clips: int, steps: int, seed: 
             metrics.log_metric(name, value)
 
 
-def register_task(model, metrics_file, model_name: str, gate: str, gate_level: float, data_rev: str,
-                  parent_run_id: str, artifacts_destination: str, registration) -> str:
+def register_task(model, metrics_file, model_name: str, data_rev: str, parent_run_id: str,
+                  artifacts_destination: str, registration) -> str:
     """Register the model with its lineage; returns the champion's storage URI when the gate promoted
     it, else "" (the deploy condition)."""
     import json
     from dataclasses import asdict
 
-    from interactavatar.registry.gate import Gate
     from interactavatar.registry.mlflow import lineage_tags, register, resolve
 
     tags = lineage_tags(model.path, data_rev=data_rev, pipeline_run_id=parent_run_id)
-    result = register(model.path, metrics_file.path, model_name, Gate.parse(gate, gate_level), tags)
+    result = register(model.path, metrics_file.path, model_name, tags)
     print(f"{model_name} version {result.version}: {'promoted' if result.promoted else 'not promoted'}: "
           f"{result.reason}", file=sys.stderr)
     uri = resolve(f"models:/{model_name}@champion", artifacts_destination=artifacts_destination or None)
+    if result.promoted:
+        uri = serving_copy(Path(model.path), uri, f"{artifacts_destination.rstrip('/')}/deployments/{model_name}/"
+                                                  f"{result.version}")
     Path(registration.path).write_text(json.dumps({**asdict(result), "storage_uri": uri, **tags}, indent=1))
     registration.metadata.update(version=result.version, promoted=result.promoted, storage_uri=uri,
                                  reason=result.reason)
     return uri if result.promoted else ""
+
+
+def serving_copy(model_dir: Path, champion_uri: str, target_uri: str) -> str:
+    """The URI the endpoint loads the champion from: the version's own artifact for a whole model;
+    for a LoRA version, its adapter merged into its base, written once to `target_uri` (s3://).
+
+    A LoRA version holds only its adapter and the registry reference of its base. The predictor is
+    not admitted to MLflow (k8s/serving/networkpolicy.yaml: MLflow has no login, and its artifact
+    proxy writes), so it could not fetch the base: the pipeline, which can, merges here, and the
+    predictor downloads a plain model directory with the storage initializer as for any version.
+    """
+    from interactavatar.io.storage import client, object_sizes, upload_bytes, upload_folder
+    from interactavatar.model.bundle import load_bundle, save_bundle
+    from interactavatar.model.lora import ADAPTER_RECORD
+
+    if not (model_dir / ADAPTER_RECORD).is_file() or not target_uri.startswith("s3://"):
+        return champion_uri  # a whole model; or a local run, with no S3 and no endpoint to serve it
+    s3 = client()
+    if "config.yaml" in object_sizes(s3, target_uri):  # written by an earlier try of this task
+        return target_uri
+    with tempfile.TemporaryDirectory() as scratch:
+        merged = save_bundle(load_bundle(model_dir), Path(scratch) / "model")
+        # config.yaml last: a folder with a config is complete (the check above relies on it).
+        upload_folder(s3, merged, target_uri, exclude=("config.yaml",))
+        upload_bytes(s3, (merged / "config.yaml").read_bytes(), f"{target_uri}/config.yaml")
+    print(f"LoRA champion merged into its base for serving: {target_uri}", file=sys.stderr)
+    return target_uri
 
 
 def deploy(storage_uri: str, name: str, namespace: str, manifest_path: str | Path, apply: bool,

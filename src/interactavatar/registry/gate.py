@@ -61,13 +61,23 @@ class Decision:
 
 @dataclass(frozen=True)
 class Gate:
+    """The primary metric, the guards, the intervals' level, and whether the primary's margin may
+    be negative (`allow_worse`: a deliberate admin choice, e.g. a smoke test's two-step model;
+    otherwise refused, since a negative margin promotes a version shown to be worse)."""
+
     primary: GateMetric
     guards: tuple[GateMetric, ...] = ()
     level: float = DEFAULT_LEVEL
+    allow_worse: bool = False
 
     def __post_init__(self) -> None:
-        if not 0 < self.level < 1:
-            raise ValueError(f"gate: level {self.level} must lie strictly between 0 and 1")
+        if not 0.5 <= self.level < 1:
+            raise ValueError(f"gate: level {self.level} must lie in [0.5, 1): a lower one promotes noise more often "
+                             f"than not")
+        if self.primary.threshold < 0 and not self.allow_worse:
+            raise ValueError(f"gate: the primary {self.primary.name}'s margin {self.primary.threshold:g} is negative, "
+                             f"which promotes a version worse than the champion; only an admin policy with "
+                             f"--allow-worse may")
         names = [metric.name for metric in self.metrics]
         if len(set(names)) != len(names):
             raise ValueError(f"gate: a metric appears twice in {names}")
@@ -104,7 +114,7 @@ class Gate:
         return ",".join(metric.spec() for metric in self.metrics)
 
     @classmethod
-    def parse(cls, spec: str = DEFAULT_GATE, level: float = DEFAULT_LEVEL) -> Gate:
+    def parse(cls, spec: str = DEFAULT_GATE, level: float = DEFAULT_LEVEL, allow_worse: bool = False) -> Gate:
         """"PRIMARY:max|min:MARGIN[,GUARD:max|min:TOLERANCE...]" -> Gate."""
         metrics = []
         for item in filter(None, (part.strip() for part in spec.split(","))):
@@ -116,4 +126,4 @@ class Gate:
                 raise ValueError(f"--gate {spec!r}: {item!r}: expected NAME:max|min:THRESHOLD ({err})") from err
         if not metrics:
             raise ValueError(f"--gate {spec!r}: no metrics; give at least the primary, NAME:max|min:MARGIN")
-        return cls(metrics[0], tuple(metrics[1:]), level)
+        return cls(metrics[0], tuple(metrics[1:]), level, allow_worse)

@@ -16,11 +16,14 @@ of that chain and `previous` the one before. Every registration recomputes the c
 its own version and again whenever it sees a version newer than its own view, so concurrent
 registrations converge on the same champion: of two scored against the same champion, the first
 registered wins and the other is told to score against it. An alias points at exactly one version,
-and it is moved, never deleted, so there are never two champions and never none once one exists.
+and it is moved, not deleted, so there are never two champions; only a rollback of the first
+champion leaves none. Which gate decides is the registered model's policy (registry/policy.py),
+never the caller's. On a SQLite store registrations and rollbacks take turns (io/mlflow_store.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -31,8 +34,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from interactavatar.config import EXPERIMENT, MODEL_NAME
+from interactavatar.io.mlflow_store import exclusive_store, experiment_id, set_with_retries
 from interactavatar.io.model_refs import read_lineage, registry_name, registry_version
 from interactavatar.registry.gate import Decision, Gate
+from interactavatar.registry.policy import policy_tags, read_policy, set_policy, write_default_policy
 
 CHAMPION, PREVIOUS = "champion", "previous"
 METRIC_TAG = "metric."
@@ -44,15 +49,18 @@ EVAL_SET_TAG = "eval_set."  # the evaluation's data_rev, split and number of cli
 ROLLED_BACK_TAG = "rolled_back"
 
 
-def _client(tracking_uri: str | None):
-    import mlflow
-
+def _store_uri(tracking_uri: str | None) -> str:
     from interactavatar.train.tracking import tracking_uri as default_tracking_uri
 
-    uri = tracking_uri or default_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return mlflow.MlflowClient()
+    return tracking_uri or default_tracking_uri()
+
+
+def _client(tracking_uri: str | None):
+    """A client bound to the store; the process-wide URIs stay untouched (io/mlflow_store.py)."""
+    import mlflow
+
+    uri = _store_uri(tracking_uri)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def champion_chain(client, name: str) -> list:
@@ -86,19 +94,11 @@ def _newest_version(client, name: str) -> int:
     return max((int(v.version) for v in client.search_model_versions(f"name='{name}'")), default=0)
 
 
-def _set_alias(client, name: str, alias: str, version) -> None:
-    """Point `alias` at `version`. Retried: an MLflow server inserts a new alias without a lock, so
-    two first-time setters can collide on its unique key; the loser's retry is an update."""
+def _remove_alias(client, name: str, alias: str) -> None:
     from mlflow.exceptions import MlflowException
 
-    for attempt in range(5):
-        try:
-            client.set_registered_model_alias(name, alias, version)
-            return
-        except MlflowException:
-            if attempt == 4:
-                raise
-            time.sleep(0.2 * (attempt + 1))
+    with contextlib.suppress(MlflowException):  # not set, or the model does not exist yet
+        client.delete_registered_model_alias(name, alias)
 
 
 def _reconcile(client, name: str) -> str | None:
@@ -110,10 +110,11 @@ def _reconcile(client, name: str) -> str | None:
     while True:
         newest = _newest_version(client, name)
         chain = champion_chain(client, name)
-        if chain:
-            _set_alias(client, name, CHAMPION, chain[-1].version)
-            if len(chain) > 1:
-                _set_alias(client, name, PREVIOUS, chain[-2].version)
+        for alias, holder in ((CHAMPION, chain[-1:]), (PREVIOUS, chain[-2:-1])):
+            if holder:
+                set_with_retries(client.set_registered_model_alias, name, alias, holder[0].version)
+            else:  # only after a rollback retired the version that held it
+                _remove_alias(client, name, alias)
         if _newest_version(client, name) == newest:
             # Versions come back as int from SQLite and as str over HTTP.
             return str(chain[-1].version) if chain else None
@@ -223,14 +224,20 @@ def _gate_tags(gate: Gate, decision: Decision, baseline_version: str, eval_set: 
     return tags
 
 
-def register(model_dir: str | Path, metrics_file: str | Path, name: str = MODEL_NAME, gate: Gate | None = None,
+def register(model_dir: str | Path, metrics_file: str | Path, name: str = MODEL_NAME,
              tags: dict[str, str] | None = None, tracking_uri: str | None = None) -> Registration:
     """Log the model directory, register it as a new version tagged with its metrics, lineage and
-    the gate's decision against the current champion (or the floor), and recompute the champion."""
-    import mlflow
+    the decision of `name`'s gate policy (registry/policy.py) against the current champion (or the
+    floor), and recompute the champion. On a SQLite store, one registration at a time."""
+    with exclusive_store(_store_uri(tracking_uri)):
+        return _register(Path(model_dir), Path(metrics_file), name, dict(tags or {}), tracking_uri)
 
-    gate = gate or Gate.parse()
-    model_dir, metrics_file, tags = Path(model_dir), Path(metrics_file), dict(tags or {})
+
+def _register(model_dir: Path, metrics_file: Path, name: str, tags: dict[str, str], tracking_uri: str | None
+              ) -> Registration:
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+
     if not (model_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{model_dir}: not a model directory (config.yaml missing)")
     metrics = _read_metrics(metrics_file)
@@ -241,6 +248,7 @@ def register(model_dir: str | Path, metrics_file: str | Path, name: str = MODEL_
     _check_data_revision(metrics, metrics_file, tags)
 
     client = _client(tracking_uri)
+    gate = read_policy(client, name)
     champion = champion_version(name, client=client)
     baseline_system = _baseline_of(metrics, metrics_file, name, champion)
     decision = gate.decide(_per_clip(metrics, metrics_file, "model", gate),
@@ -248,16 +256,28 @@ def register(model_dir: str | Path, metrics_file: str | Path, name: str = MODEL_
                            against_floor=baseline_system == "floor")
     baseline_version = champion or ""
     tags.update({f"{LINEAGE_TAG}{k}": v for k, v in asdict(read_lineage(model_dir)).items()})
-    mlflow.set_experiment(EXPERIMENT)
-    with tempfile.TemporaryDirectory() as staging, mlflow.start_run(run_name="register", tags=tags) as run:
-        mlflow.log_metrics(flat)
-        mlflow.log_metrics({f"gate_{metric}_{bound}": interval[bound]
-                            for metric, interval in decision.intervals.items() for bound in ("mean", "low", "high")
-                            if interval[bound] is not None})
-        mlflow.log_artifacts(str(_model_artifact(model_dir, Path(staging))), artifact_path="model")
+    run = client.create_run(experiment_id(client, EXPERIMENT), run_name="register", tags=tags)
+    now_ms = int(time.time() * 1000)
+    gate_metrics = {f"gate_{metric}_{bound}": interval[bound] for metric, interval in decision.intervals.items()
+                    for bound in ("mean", "low", "high") if interval[bound] is not None}
+    try:
+        client.log_batch(run.info.run_id, metrics=[Metric(k, v, now_ms, 0) for k, v in {**flat, **gate_metrics}.items()])
+        with tempfile.TemporaryDirectory() as staging:
+            client.log_artifacts(run.info.run_id, str(_model_artifact(model_dir, Path(staging))), artifact_path="model")
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id)
     version_tags = {**tags, **{f"{METRIC_TAG}{k}": str(v) for k, v in flat.items()},
                     **_gate_tags(gate, decision, baseline_version, metrics["eval_set"])}
-    version = str(mlflow.register_model(f"runs:/{run.info.run_id}/model", name, tags=version_tags).version)
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    version = str(client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id,
+                                              tags=version_tags).version)
+    write_default_policy(client, name)
     now = _reconcile(client, name)
     reason = decision.reason
     if decision.promote and now != version:
@@ -271,7 +291,7 @@ def lineage(version: str, name: str = MODEL_NAME, tracking_uri: str | None = Non
     each entry's version, data revision and origin; the last entry's origin is "scratch",
     "release", or "model" with a parent outside the registry (a directory or URI, in `parent`)."""
     client = _client(tracking_uri)
-    version = str(version) if str(version).isdigit() else registry_version(f"models:/{name}@{version}")[1]
+    version = str(version) if str(version).isdigit() else registry_version(f"models:/{name}@{version}", client)[1]
     chain: list[dict[str, str]] = []
     while True:
         if any(entry["version"] == str(version) for entry in chain):
@@ -288,16 +308,34 @@ def lineage(version: str, name: str = MODEL_NAME, tracking_uri: str | None = Non
         version = entry["parent_version"]
 
 
-def rollback(name: str = MODEL_NAME, tracking_uri: str | None = None) -> str:
+def rollback(name: str = MODEL_NAME, tracking_uri: str | None = None) -> str | None:
     """Retire the champion (tagged rolled back, kept in the registry) and restore the one before;
-    later versions must then be scored against the restored champion."""
-    client = _client(tracking_uri)
-    champion = client.get_model_version_by_alias(name, CHAMPION)
-    chain = champion_chain(client, name)
-    if len(chain) < 2:
-        raise ValueError(f"registry: {name} has no previous champion to roll back to")
-    client.set_model_version_tag(name, champion.version, ROLLED_BACK_TAG, "true")
-    return _reconcile(client, name)
+    later versions must then be scored against the restored champion. Retiring the first champion
+    leaves none: the `champion` alias is removed and the next version must beat the floor again.
+    Returns the champion after the rollback (None: none)."""
+    with exclusive_store(_store_uri(tracking_uri)):
+        client = _client(tracking_uri)
+        champion = champion_version(name, client=client)
+        if champion is None:
+            raise ValueError(f"registry: {name} has no champion to roll back")
+        client.set_model_version_tag(name, champion, ROLLED_BACK_TAG, "true")
+        return _reconcile(client, name)
+
+
+def gate_policy(name: str = MODEL_NAME, tracking_uri: str | None = None) -> Gate:
+    """The gate every registration of `name` uses now."""
+    return read_policy(_client(tracking_uri), name)
+
+
+def show_policy(name: str = MODEL_NAME, tracking_uri: str | None = None) -> dict[str, str]:
+    """`name`'s gate policy as recorded; the default (marked unrecorded) before its first version."""
+    return policy_tags(_client(tracking_uri), name)
+
+
+def change_policy(name: str, gate: Gate, reason: str, tracking_uri: str | None = None) -> dict[str, str]:
+    """Record `gate` as `name`'s policy (an admin change: who, when, why and the previous policy)."""
+    with exclusive_store(_store_uri(tracking_uri)):
+        return set_policy(_client(tracking_uri), name, gate, reason)
 
 
 def resolve(uri: str, tracking_uri: str | None = None, artifacts_destination: str | None = None) -> str:
@@ -311,7 +349,7 @@ def resolve(uri: str, tracking_uri: str | None = None, artifacts_destination: st
     client = _client(tracking_uri)
     if not uri.startswith("models:/"):
         raise ValueError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    name, version = registry_version(uri)
+    name, version = registry_version(uri, client)
     location = client.get_model_version_download_uri(name, version)
     destination = artifacts_destination or os.environ.get("MLFLOW_ARTIFACTS_DESTINATION")
     if location.startswith("mlflow-artifacts:") and destination:
