@@ -83,3 +83,17 @@ def test_lora_benchmark_trains_both_sides_from_one_registered_base():
     assert 0 < lora["trainable_params"] < full["trainable_params"] == full["total_params"] < lora["total_params"]
     assert 0 < lora["weights_mb"] < full["weights_mb"] and full["peak_rss_mb"] > 0 and lora["wall_s"] > 0
     assert 0 < result["summary"]["latest"] < 1
+
+
+def test_fault_benchmark_survives_its_quick_faults():
+    """Every quick fault injected, survived, and nothing committed lost; the quick run is the
+    in-process subset (the subprocess faults are the full run's)."""
+    from benchmarks import bench_faults
+
+    result = bench_faults.run(quick=True)
+    quick = [number for number, fault in enumerate(bench_faults.FAULTS, 1) if fault.quick]
+    assert [row["#"] for row in result["rows"]] == quick and 0 < len(quick) < len(bench_faults.FAULTS)
+    failed = [row for row in result["rows"] if row["survived"] != "yes" or row["data lost"] != "none"]
+    assert not failed, failed
+    assert result["faults_survived"] == result["faults_injected"] == len(quick)
+    assert result["summary"]["verdict"] == "met"

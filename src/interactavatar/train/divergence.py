@@ -33,7 +33,8 @@ def stop_if_not_finite(stage: str, engine, loss: torch.Tensor, step: int, resume
     if not (loss_bad or norm_bad):
         return
     what = " and ".join(name for name, bad in (("the loss", loss_bad), ("the gradient norm", norm_bad)) if bad)
-    raise NonFiniteLoss(f"train {stage}: {what} is not finite at step {step} (this process: loss "
+    verb = "are" if loss_bad and norm_bad else "is"
+    raise NonFiniteLoss(f"train {stage}: {what} {verb} not finite at step {step} (this process: loss "
                         f"{loss.detach().float().sum().item()}, gradient norm {norm}); stopped before this step's state "
                         f"was checkpointed or written. A rerun resumes from {resume_point()}; a learning rate too high "
                         "or bad data are the usual causes (another --lr needs a new --out)")
