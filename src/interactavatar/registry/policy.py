@@ -66,7 +66,7 @@ def policy_record(gate: Gate, reason: str, set_by: str) -> dict[str, str]:
 def write_default_policy(client, name: str) -> None:
     """Record the default as `name`'s policy when it has none (its first registration)."""
     if f"{POLICY_TAG}spec" not in (_registered_tags(client, name) or {}):
-        for key, value in policy_record(Gate.parse(), "the default: no policy was set", "default").items():
+        for key, value in _spec_last(policy_record(Gate.parse(), "the default: no policy was set", "default")):
             set_with_retries(client.set_registered_model_tag, name, key, value)  # concurrent first versions
 
 
@@ -86,6 +86,13 @@ def set_policy(client, name: str, gate: Gate, reason: str) -> dict[str, str]:
                        "allow_worse": str(gate.allow_worse).lower()}.items():
         client.log_param(run.info.run_id, key, value)
     client.set_terminated(run.info.run_id)
-    for key, value in record.items():
+    for key, value in _spec_last(record):
         client.set_registered_model_tag(name, key, value)
     return record
+
+
+def _spec_last(record: dict[str, str]) -> list[tuple[str, str]]:
+    """The tags in the order to write them: the spec last. An MLflow server writes one tag per call
+    and `read_policy` takes the spec's presence to mean a policy is there, so a concurrent
+    registration must not see the spec before the level (it did: "tags are unreadable")."""
+    return sorted(record.items(), key=lambda item: item[0] == f"{POLICY_TAG}spec")
