@@ -8,7 +8,8 @@ import yaml
 from interactavatar.cli import main
 from interactavatar.serve.isvc import build_inference_service, render_manifest
 
-MANIFEST = Path(__file__).parents[2] / "k8s" / "serving" / "inferenceservice.yaml"
+REPO = Path(__file__).parents[2]
+MANIFEST = REPO / "k8s" / "serving" / "inferenceservice.yaml"
 
 
 def test_committed_manifest_is_the_generators_output(capsys):
@@ -33,5 +34,11 @@ def test_manifest_wires_storage_account_gpu_timeout_and_mode():
 
 def test_cpu_manifest_asks_for_no_gpu_and_refuses_non_s3_uris():
     assert "nvidia.com/gpu" not in render_manifest(build_inference_service(gpu=0))
+    # A CPU deploy keeps the local overlay's resources instead of a GPU predictor's.
+    cpu = yaml.safe_load(render_manifest(build_inference_service(gpu=0)))["spec"]["predictor"]
+    overlay = yaml.safe_load((REPO / "k8s/overlays/local/inferenceservice-cpu.yaml").read_text())["spec"]["predictor"]
+    drop_gpu = {kind: {k: v for k, v in values.items() if v is not None}
+                for kind, values in overlay["model"]["resources"].items()}
+    assert cpu["model"]["resources"] == drop_gpu and "tolerations" not in cpu
     with pytest.raises(ValueError, match="storage_uri"):
         build_inference_service(storage_uri="/mnt/models")
