@@ -257,3 +257,16 @@ def test_object_and_pose_images_are_decoded_for_the_pipeline(media):
     assert request.object_image.shape == (10, 12, 4) and request.pose_image.shape == (20, 30, 3)
     plain = build_request(base, "hi", GenerationOptions(), ServeLimits(), TINY)
     assert plain.object_image is None and plain.pose_image is None
+
+
+def test_v2_metadata_lists_the_tensors_and_the_binary_extension(server):
+    """What an Open Inference Protocol client reads before it sends anything."""
+    import httpx
+
+    from interactavatar.serve.contract import FIELDS
+
+    assert httpx.get(server.url + "/v2", timeout=30).json()["extensions"] == ["binary_tensor_data"]
+    metadata = httpx.get(server.url + "/v2/models/interactavatar", timeout=30).json()
+    assert metadata["name"] == "interactavatar"
+    assert metadata["inputs"] == [{"name": name, "datatype": "BYTES", "shape": [1]} for name in FIELDS]
+    assert metadata["outputs"] == [{"name": name, "datatype": "BYTES", "shape": [1]} for name in ("video", "motion")]

@@ -22,6 +22,7 @@ import kserve
 from kserve.protocol.infer_type import InferRequest
 
 from interactavatar.serve.contract import (
+    FIELDS,
     GenerationOptions,
     GenerationRequest,
     ServeLimits,
@@ -32,7 +33,7 @@ from interactavatar.serve.contract import (
     refuse,
 )
 from interactavatar.serve.metrics import GENERATIONS, RUNNING, WAITING
-from interactavatar.serve.protocols import fields_from_v1, fields_from_v2, v1_response, v2_response
+from interactavatar.serve.protocols import OUTPUTS, fields_from_v1, fields_from_v2, v1_response, v2_response
 
 
 class GenerationCancelled(Exception):
@@ -70,6 +71,15 @@ class InteractAvatarModel(kserve.Model):
 
     def start(self) -> None:
         """kserve's default marks the model ready here; ready means loaded (see `load`)."""
+
+    def get_input_types(self) -> list[dict]:
+        """The v2 model metadata's inputs: every request field, a BYTES tensor of shape [1] (media as
+        their file bytes, text and options as UTF-8; docs/serving-api.md says which are required)."""
+        return [{"name": name, "datatype": "BYTES", "shape": [1]} for name in FIELDS]
+
+    def get_output_types(self) -> list[dict]:
+        """The v2 model metadata's outputs: mp4 files, each a BYTES tensor of shape [1]."""
+        return [{"name": name, "datatype": "BYTES", "shape": [1]} for name in OUTPUTS]
 
     def stop(self) -> None:
         self.ready = False

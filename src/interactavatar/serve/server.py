@@ -48,8 +48,9 @@ class ServingDataPlane(DataPlane):
     is loaded, and binary-safe for v2 BYTES."""
 
     def metadata(self) -> dict:
-        # kserve advertises its model repository extension; the guard refuses it.
-        return super().metadata() | {"extensions": []}
+        # kserve advertises its model repository extension, which the guard refuses; what this
+        # server does speak is the binary tensor data extension (serve/protocols.py).
+        return super().metadata() | {"extensions": ["binary_tensor_data"]}
 
     async def live(self) -> dict[str, str]:
         models = list(self.model_registry.get_models().values())
