@@ -257,3 +257,34 @@ def test_pyfunc_predicts_playable_mp4s_from_base64_rows(model_dir, tmp_path):
     lying = row | {"audio": base64.b64encode(with_declared_rate(wav_bytes(), 4_000_000)).decode()}
     with pytest.raises(ValueError, match="4000000"):
         generator.predict([lying], params={"steps": 2})
+
+
+def test_a_registered_version_is_a_pyfunc_with_a_signature_whose_params_reach_the_model(model_dir, tmp_path,
+                                                                                       sqlite_uri):
+    """`mlflow.pyfunc.load_model("models:/...")`: the signature names the columns and the options as
+    params, so `predict(params=...)` is applied (and checked as the endpoint checks it), not dropped."""
+    import base64
+
+    import numpy as np
+    import pandas as pd
+    from helpers.media import png_bytes, wav_bytes
+
+    from interactavatar.io.media import read_video
+
+    register(model_dir, write_metrics(tmp_path / "m.json", clips(0.3), clips(0.0)), tracking_uri=sqlite_uri)
+    model = mlflow.pyfunc.load_model("models:/interactavatar/1")
+    signature = model.metadata.signature
+    assert [c.name for c in signature.inputs.inputs] == ["image", "audio", "text", "object_image", "pose_image"]
+    assert {p.name for p in signature.params.params} == {"mode", "seed", "steps", "num_frames", "text_scale",
+                                                         "audio_scale", "face_box"}
+    rows = pd.DataFrame([{"image": base64.b64encode(png_bytes()).decode(),
+                          "audio": base64.b64encode(wav_bytes()).decode(), "text": "The man waves"}])
+    def frames(params: dict) -> np.ndarray:
+        (video,) = model.predict(rows, params=params)
+        (tmp_path / "video.mp4").write_bytes(base64.b64decode(video))
+        return read_video(tmp_path / "video.mp4")[0]
+
+    # The params reach the pipeline: num_frames sets the clip's length (the tiny model's 5, or 1).
+    assert len(frames({"steps": 1})) == 5 and len(frames({"steps": 1, "num_frames": 1})) == 1
+    with pytest.raises(Exception, match="options.steps"):
+        model.predict(rows, params={"steps": 10**9})

@@ -125,11 +125,13 @@ def _model_artifact(model_dir: Path, staging: Path) -> Path:
     from mlflow.models import Model
     from mlflow.pyfunc import add_to_model
 
+    from interactavatar.registry.pyfunc import signature
+
     artifact = staging / "model"
     # Not the training stage's own files: its checkpoints, run id, and a warm start's init download.
     shutil.copytree(model_dir, artifact, ignore=shutil.ignore_patterns("checkpoints", "mlflow_run_id", "init",
                                                                        "init.json"))
-    mlmodel = Model()
+    mlmodel = Model(signature=signature())
     add_to_model(mlmodel, loader_module="interactavatar.registry.pyfunc", data=".")
     mlmodel.save(str(artifact / "MLmodel"))
     return artifact
