@@ -28,23 +28,10 @@ import torch
 
 from benchmarks.summary import headline
 from benchmarks.timing import run_child
-from interactavatar.config import EXPERIMENT, MODEL_NAME, preset
-from interactavatar.io.mlflow_store import experiment_id, sqlite_path
+from interactavatar.config import MODEL_NAME, preset
 from interactavatar.io.model_refs import ADAPTER_WEIGHTS, MODEL_CACHE_ENV
 from interactavatar.pipeline.demo import DEMO_PARAMS
-
-
-def _register(model_dir: Path, tracking: str) -> str:
-    """`model_dir` as a new version of MODEL_NAME (MLflow alone: no evaluation, no gate)."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking, tracking)
-    artifacts = (sqlite_path(tracking).parent / "artifacts").as_uri()
-    run = client.create_run(experiment_id(client, EXPERIMENT, artifacts), run_name="bench-lora-base")
-    client.log_artifacts(run.info.run_id, str(model_dir), artifact_path="model")
-    client.set_terminated(run.info.run_id)
-    client.create_registered_model(MODEL_NAME)
-    return str(client.create_model_version(MODEL_NAME, f"{run.info.artifact_uri}/model", run.info.run_id).version)
+from tests.helpers.registry import register_as_champion
 
 
 def _train(name: str, flags: list[str], env: dict, out: Path) -> dict:
@@ -85,7 +72,7 @@ def run(steps: int | None = None, rank: int = 8, num_clips: int = 24, repeats: i
         env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, MODEL_CACHE_ENV: str(root / "model-cache"),
                "OMP_NUM_THREADS": str(torch.get_num_threads())}
         synthesize(root / "data", num_clips, seed=0, spec=SynthSpec.from_config(preset(preset_name)))
-        version = _register(init_model_directory(preset_name, root / "base"), tracking)
+        version = register_as_champion(init_model_directory(preset_name, root / "base"), tracking)
         common = ["--preset", preset_name, "--data", str(root / "data"), "--init", f"models:/{MODEL_NAME}/{version}",
                   "--steps", str(steps), "--batch-size", str(batch), "--lr", repr(lr), "--checkpoint-every",
                   str(steps), "--log-every", str(max(steps // 10, 1))]
