@@ -1,7 +1,9 @@
 """A stand-in for a Kubernetes API server with Kubeflow Trainer installed, on 127.0.0.1: neither can
 run here (no cluster, no container runtime). It serves what the launcher uses of the TrainJob
-collection (create, get, delete, watch by name), records every request, and plays the Trainer
-controller's part through `on_create(stub, job)`:
+collection (create, get, delete, watch by name), records every request, checks every TrainJob it
+is sent against the TrainJob schema (k8s_schema.py, from kubeflow-trainer-api's typed models: 422
+Invalid, or 400 for an unknown field under `fieldValidation=Strict`, as an API server answers),
+and plays the Trainer controller's part through `on_create(stub, job)`:
 
 - `run_nodes`: start every node the TrainJob asks for as a local process, with the job's command and
   the environment the Trainer gives a node (its env with the Secret and ConfigMap keys resolved, the
@@ -29,9 +31,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import psutil
-import yaml
 
 from helpers.json_stub import JSONStubHandler
+from helpers.k8s_api_stub import write_kubeconfig
+from helpers.k8s_schema import prune, refusal
 from interactavatar.train.engine import free_port
 
 COLLECTION = re.compile(r"^/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs(?:/([^/]+))?$")
@@ -63,13 +66,7 @@ class TrainerAPIStub:
         self._server.shutdown()
 
     def write_kubeconfig(self, path: Path) -> Path:
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "stub",
-            "clusters": [{"name": "stub", "cluster": {"server": self.url}}],
-            "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "stub"}}],
-            "users": [{"name": "stub", "user": {"token": "not-a-secret"}}],
-        }))
-        return path
+        return write_kubeconfig(path, self.url)
 
     def methods(self) -> list[str]:
         return [f"{method} {path}" for method, path, _ in self.requests]
@@ -205,8 +202,11 @@ def _handler(stub: TrainerAPIStub):
         def do_POST(self):  # noqa: N802
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             stub.requests.append(("POST", urlparse(self.path).path, body))
-            if self._route() is None:
+            if (route := self._route()) is None:
                 return
+            if (refused := refusal(body, route[2].get("fieldValidation"))) is not None:
+                return self._answer(*refused)
+            body = prune(body)[0]
             name = body["metadata"]["name"]
             if name in stub.jobs:
                 return self._answer(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})

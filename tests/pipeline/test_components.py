@@ -1,13 +1,10 @@
 """Components called as plain Python functions, and the compiled pipeline kept in sync."""
 
-import json
-import threading
-from http.server import ThreadingHTTPServer
+import re
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers.json_stub import JSONStubHandler
 from kfp import dsl
 
 from interactavatar.cluster.names import IMAGE
@@ -53,6 +50,11 @@ def _tasks(spec: dict) -> dict[str, dict]:
     return found
 
 
+def _is_placement(task: dict) -> bool:
+    """A `placement` task (KFP numbers each use's component: comp-placement, comp-placement-2, ...)."""
+    return re.fullmatch(r"comp-placement(-\d+)?", task["componentRef"]["name"]) is not None
+
+
 TRAINING = ("vae-pretrain", "pim-pretrain", "audio-pretrain", "joint-finetune", "warm-start-finetune")
 
 
@@ -62,7 +64,9 @@ def test_pipeline_shape():
     for name, task in tasks.items():
         if not name.startswith("condition"):
             assert task["taskInfo"]["name"] != name, f"{name}: no display name"
-    dependencies = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
+    # The data flow; placement tasks (where compute tasks run: test_gpu_settings_come_only_with_gpus) aside.
+    placements = {name for name, task in tasks.items() if _is_placement(task)}
+    dependencies = {name: set(task.get("dependentTasks", [])) - placements for name, task in tasks.items()}
     assert dependencies["pim-pretrain"] == dependencies["audio-pretrain"] == {"vae-pretrain"}
     assert {"pim-pretrain", "audio-pretrain"} <= dependencies["joint-finetune"]
     # Two branches on the pinned init model: from scratch (four stages) or a warm start (one).
@@ -80,13 +84,7 @@ def test_pipeline_shape():
     for name in ("joint-finetune", "warm-start-finetune"):
         executor = kubernetes["deploymentSpec"]["executors"][f"exec-{name}"]
         assert executor["secretAsEnv"][0]["secretName"] == "interactavatar-s3"
-        assert executor["tolerations"][0]["key"] == "nvidia.com/gpu"
         assert executor["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
-    executors = spec["deploymentSpec"]["executors"]
-    # Training tasks take their GPU count from a run parameter (0 when they only launch a TrainJob).
-    joint_accelerator = executors["exec-joint-finetune"]["container"]["resources"]["accelerator"]
-    assert joint_accelerator["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--train_task_gpus']}}"
-    assert executors["exec-evaluate"]["container"]["resources"]["accelerator"]["resourceCount"] == "1"
     for name in TRAINING:
         inputs = tasks[name]["inputs"]["parameters"]
         # The task's GPU count is also an argument: it runs one torchrun process per GPU, and KFP
@@ -109,6 +107,79 @@ def test_pipeline_shape():
     assert "retryPolicy" not in tasks["register"]
     assert spec["root"]["inputDefinitions"]["parameters"]["train_num_nodes"]["defaultValue"] == 1
     assert spec["root"]["inputDefinitions"]["parameters"]["init_model"]["defaultValue"] == ""
+
+
+COMPUTE = {**{name: "train_task_gpus" for name in TRAINING}, "evaluate": "eval_gpus", "evaluate-2": "eval_gpus"}
+PLACEHOLDER = re.compile(r"^\{\{\$\.inputs\.parameters\['(.+)'\]\}\}$")
+
+
+def _pod_settings(spec: dict, platform: dict, tasks: dict, name: str, placements: dict) -> dict:
+    """What KFP's driver puts on the pod of task `name`, given each placement task's outputs
+    (`placements`: task name -> outputs): its accelerator limit (none when the accelerator type
+    resolves to "": the driver skips an empty type), requests, node selector and tolerations
+    (JSON from a task output: {} and [] add nothing)."""
+    task = tasks[name]
+
+    def output(reference: dict):
+        producer = reference["taskOutputParameter"]
+        return placements[producer["producerTask"]][producer["outputParameterKey"]]
+
+    def resolve(value: str):
+        channel = PLACEHOLDER.match(value)
+        return output(task["inputs"]["parameters"][channel[1]]) if channel else value
+
+    resources = spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"].get("resources", {})
+    accelerator = resources.get("accelerator", {})
+    kind = resolve(accelerator.get("resourceType", ""))
+    executor = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][f"exec-{name}"]
+    node_selector = executor.get("nodeSelector", {})
+    requests = {key: resolve(resources[f"resource{key.title()}Request"]) for key in ("cpu", "memory")
+                if f"resource{key.title()}Request" in resources}
+    tolerations = [t for toleration in executor.get("tolerations", [])
+                   for t in (output(toleration["tolerationJson"]) if "tolerationJson" in toleration else [toleration])]
+    return {
+        "limits": {kind: int(resolve(accelerator["resourceCount"]))} if kind else {},
+        "requests": requests,
+        "node_selector": output(node_selector["nodeSelectorJson"]) if "nodeSelectorJson" in node_selector
+        else node_selector.get("labels", {}),
+        "tolerations": tolerations,
+    }
+
+
+@pytest.mark.parametrize("gpus", [0, 2])
+def test_gpu_settings_come_only_with_gpus(gpus):
+    """Training and evaluation take their accelerator, node selector, tolerations and requests from
+    a placement task in their own DAG, fed the run's GPU count; resolved as KFP's driver does, 0
+    GPUs gives no GPU limit, selector or toleration, and more gives all three. No other task
+    asks for a GPU."""
+    spec, platform = yaml.safe_load_all((REPO / COMPILED).read_text())
+    tasks = _tasks(spec)
+    placement_tasks = {name: task for name, task in tasks.items() if _is_placement(task)}
+    placements = dict.fromkeys(placement_tasks, components.placement.python_func(gpus=gpus)._asdict())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, parameter in COMPUTE.items():
+        (producer,) = {toleration["tolerationJson"]["taskOutputParameter"]["producerTask"]
+                       for toleration in executors[f"exec-{name}"]["tolerations"]}
+        assert placement_tasks[producer]["inputs"]["parameters"]["gpus"] == {
+            "componentInputParameter": f"pipelinechannel--{parameter}"}, name
+        settings = _pod_settings(spec, platform, tasks, name, placements)
+        if gpus:
+            assert settings == {"limits": {"nvidia.com/gpu": gpus}, "requests": {"cpu": "8", "memory": "64G"},
+                                "node_selector": {"nvidia.com/gpu.present": "true"},
+                                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                                 "effect": "NoSchedule"}]}, name
+        else:
+            assert settings == {"limits": {}, "requests": {"cpu": "1", "memory": "4G"}, "node_selector": {},
+                                "tolerations": []}, name
+    for name in set(tasks) - set(COMPUTE):
+        if not name.startswith("condition"):
+            assert _pod_settings(spec, platform, tasks, name, placements) == {
+                "limits": {}, "requests": {}, "node_selector": {}, "tolerations": []}, name
+
+
+def test_placement_refuses_a_negative_gpu_count():
+    with pytest.raises(ValueError, match="^gpus: -1 must not be negative"):
+        components.placement.python_func(gpus=-1)
 
 
 def test_every_cached_step_is_keyed_on_the_resolved_data_commit():
@@ -144,60 +215,6 @@ def test_validate_data_fetches_at_a_revision_and_fails_on_bad_data(data_repo, tm
             data_repo=str(data_repo), data_rev="", data_path="data/other",
             dataset=artifact(dsl.Dataset, tmp_path / "d2"), report=artifact(dsl.HTML, tmp_path / "r2.html"),
             summary=artifact(dsl.Metrics, tmp_path / "s2"))
-
-
-class KubernetesAPIStub(JSONStubHandler):
-    """Stands in for a Kubernetes API server (none can run here): it records requests to the
-    InferenceService collection and answers create with 201, or 409 once the object exists."""
-
-    objects: dict = {}
-    requests: list = []
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.requests.append(("POST", self.path, body))
-        name = body["metadata"]["name"]
-        if name in self.objects:
-            return self._answer(409, {"kind": "Status", "reason": "AlreadyExists", "code": 409})
-        self.objects[name] = body
-        self._answer(201, body)
-
-    def do_PATCH(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.requests.append(("PATCH", self.path, body))
-        self.objects[body["metadata"]["name"]] = body
-        self._answer(200, body)
-
-    def log_message(self, *args):
-        pass
-
-
-def test_deploy_creates_then_patches_the_inference_service(tmp_path, monkeypatch):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), KubernetesAPIStub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "stub",
-        "clusters": [{"name": "stub", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
-        "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "stub"}}],
-        "users": [{"name": "stub", "user": {"token": "not-a-secret"}}],
-    }))
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    try:
-        for expected, uri in (("created", "s3://mlflow/artifacts/1/a/artifacts/model"),
-                              ("patched", "s3://mlflow/artifacts/1/b/artifacts/model")):
-            manifest = artifact(dsl.Artifact, tmp_path / f"{expected}.yaml")
-            assert deploy.python_func(storage_uri=uri, endpoint_name="interactavatar",
-                                      namespace="interactavatar-serving", gpu=1, apply=True, manifest=manifest) == expected
-            assert yaml.safe_load((tmp_path / f"{expected}.yaml").read_text())["spec"]["predictor"]["model"]["storageUri"] == uri
-    finally:
-        server.shutdown()
-    methods = [(method, path) for method, path, _ in KubernetesAPIStub.requests]
-    collection = "/apis/serving.kserve.io/v1beta1/namespaces/interactavatar-serving/inferenceservices"
-    assert methods == [("POST", collection), ("POST", collection), ("PATCH", f"{collection}/interactavatar")]
-    patched = KubernetesAPIStub.requests[-1][2]
-    assert patched["spec"]["predictor"]["model"]["storageUri"].endswith("/b/artifacts/model")
-    assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(patched)
 
 
 def test_deploy_without_a_cluster_writes_the_manifest_only(tmp_path):

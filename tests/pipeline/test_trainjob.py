@@ -129,7 +129,8 @@ def test_vae_stage_trains_as_a_two_node_train_job(cluster, trainjob_dataset, tmp
     assert s3_server.secret_key not in json.dumps(job), "keys come from the Secret, never inline"
 
     # Node 0's model directory, without the node-local checkpoints, is the output artifact.
-    assert sorted(p.name for p in (tmp_path / "vae").iterdir()) == ["config.yaml", "mlflow_run_id", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "vae").iterdir()) == ["config.yaml", "mlflow_run_id", "model.safetensors",
+                                                                "training_curve.tsv"]
     assert CausalVAE.from_pretrained(tmp_path / "vae").cfg.latent_std > 0
     # Both ranks trained: ZeRO shards the optimizer between them.
     assert (node_folder(stub, name, 1, 1) / "out" / "checkpoints" / "step-00000002" /
@@ -252,3 +253,38 @@ def test_train_arguments_carry_every_setting_or_refuse_by_name(tmp_path):
 def test_train_job_settings_name_the_field_at_fault(field, settings):
     with pytest.raises(ValueError, match=f"^{field}:"):
         TrainJobSettings(**settings)
+
+
+def test_the_stub_refuses_a_malformed_train_job_as_an_api_server_does(cluster):
+    """Every TrainJob the stub receives is held to the TrainJob schema (kubeflow-trainer-api's typed
+    models): the launcher's own job passes; a mistyped value or a missing required field is refused
+    with 422 Invalid, an unknown field with 400 under fieldValidation=Strict, each named."""
+    from kubernetes.client.rest import ApiException
+
+    from interactavatar.cluster.k8s import custom_objects_api
+    from interactavatar.cluster.trainjob import GROUP, PLURAL, VERSION, build_train_job
+
+    settings = TrainJobSettings(num_nodes=2, gpus_per_node=1, image=IMAGE, staging_uri=f"s3://{BUCKET}/staging")
+    job = build_train_job("interactavatar-vae-0123456789", settings, ["train", "vae"], {"data": "s3://b/d"},
+                          "s3://b/o", "s3://b/c")
+
+    def create(body, **options):
+        return custom_objects_api().create_namespaced_custom_object(GROUP, VERSION, "kubeflow", PLURAL, body, **options)
+
+    with cluster(never_finish) as stub:
+        mistyped = json.loads(json.dumps(job))
+        mistyped["spec"]["trainer"]["numNodes"] = "two"
+        without_runtime = json.loads(json.dumps(job))
+        del without_runtime["spec"]["runtimeRef"]
+        for malformed, field in ((mistyped, "numNodes"), (without_runtime, "runtimeRef")):
+            with pytest.raises(ApiException) as refused:
+                create(malformed)
+            assert refused.value.status == 422 and field in json.loads(refused.value.body)["message"], field
+        misspelt = json.loads(json.dumps(job))
+        misspelt["spec"]["trainr"] = misspelt["spec"].pop("trainer")
+        with pytest.raises(ApiException) as strict:
+            create(misspelt, field_validation="Strict")
+        assert strict.value.status == 400 and 'unknown field "TrainJob.spec.trainr"' in \
+            json.loads(strict.value.body)["message"]
+        assert stub.jobs == {}
+        assert create(job, field_validation="Strict")["spec"] == job["spec"]

@@ -16,3 +16,12 @@ def custom_objects_api():
         # Read KUBECONFIG now: the client captured its value when it was first imported.
         config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     return client.CustomObjectsApi()
+
+
+def kserve_client():
+    """The kserve SDK's client for InferenceServices, configured as `custom_objects_api` is: it
+    loads the in-cluster config inside a pod, else the kubeconfig KUBECONFIG names (passed
+    explicitly, since the kubernetes client captured KUBECONFIG when it was first imported)."""
+    from kserve import KServeClient
+
+    return KServeClient(config_file=os.environ.get("KUBECONFIG"))

@@ -107,8 +107,12 @@ def train_arguments(spec, folders: dict[str, str]) -> list[str]:
 def build_train_job(name: str, settings: TrainJobSettings, train_args: list[str], inputs: dict[str, str],
                     output_uri: str, checkpoints_uri: str) -> dict:
     """The TrainJob: `settings.num_nodes` nodes of the project image on `settings.runtime`, each
-    running the node command below with the S3 keys and endpoints the pipeline's tasks get."""
-    from kubernetes import client
+    running the node command below with the S3 keys and endpoints the pipeline's tasks get. Built
+    from the Kubeflow Trainer's typed models (kubeflow-trainer-api), which refuse a missing or
+    mistyped field here rather than in the API server; returned as the JSON body to send."""
+    from kubeflow_trainer_api import models as trainer
+
+    from interactavatar.serve.isvc import GPU_RESOURCE
 
     command = ["interactavatar", "trainjob", "node"]
     for folder, uri in inputs.items():
@@ -116,29 +120,29 @@ def build_train_job(name: str, settings: TrainJobSettings, train_args: list[str]
     command += ["--output", f"{OUTPUT_FOLDER}={output_uri}", "--checkpoints",
                 f"{OUTPUT_FOLDER}/{CHECKPOINTS}={checkpoints_uri}", "--", "torchrun", "-m", "interactavatar.cli",
                 *train_args]
-    env = [client.V1EnvVar(name=key, value_from=client.V1EnvVarSource(
-               secret_key_ref=client.V1SecretKeySelector(name=S3_SECRET, key=key))) for key in S3_SECRET_KEYS]
-    env += [client.V1EnvVar(name=key, value_from=client.V1EnvVarSource(
-                config_map_key_ref=client.V1ConfigMapKeySelector(name=ENDPOINTS_CONFIG_MAP, key=key)))
+    env = [trainer.IoK8sApiCoreV1EnvVar(name=key, value_from=trainer.IoK8sApiCoreV1EnvVarSource(
+               secret_key_ref=trainer.IoK8sApiCoreV1SecretKeySelector(name=S3_SECRET, key=key)))
+           for key in S3_SECRET_KEYS]
+    env += [trainer.IoK8sApiCoreV1EnvVar(name=key, value_from=trainer.IoK8sApiCoreV1EnvVarSource(
+                config_map_key_ref=trainer.IoK8sApiCoreV1ConfigMapKeySelector(name=ENDPOINTS_CONFIG_MAP, key=key)))
             for key in ENDPOINT_KEYS]
-    trainer = {
-        "image": settings.image,
-        "command": command,
-        "env": client.ApiClient().sanitize_for_serialization(env),
-        "numNodes": settings.num_nodes,
-        # One process per GPU; one per CPU node (torch's "auto" would start one per core there).
-        "numProcPerNode": max(settings.gpus_per_node, 1),
-    }
+    resources = None
     if settings.gpus_per_node:
-        gpus = str(settings.gpus_per_node)
-        trainer["resourcesPerNode"] = {"requests": {"nvidia.com/gpu": gpus}, "limits": {"nvidia.com/gpu": gpus}}
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "TrainJob",
-        "metadata": {"name": name, "namespace": settings.namespace,
-                     "labels": {"app.kubernetes.io/part-of": "interactavatar"}},
-        "spec": {"runtimeRef": {"name": settings.runtime}, "trainer": trainer},
-    }
+        gpus = {GPU_RESOURCE: trainer.IoK8sApimachineryPkgApiResourceQuantity(str(settings.gpus_per_node))}
+        resources = trainer.IoK8sApiCoreV1ResourceRequirements(requests=gpus, limits=gpus)
+    job = trainer.TrainerV1alpha1TrainJob(
+        api_version=f"{GROUP}/{VERSION}",
+        kind="TrainJob",
+        metadata=trainer.IoK8sApimachineryPkgApisMetaV1ObjectMeta(
+            name=name, namespace=settings.namespace, labels={"app.kubernetes.io/part-of": "interactavatar"}),
+        spec=trainer.TrainerV1alpha1TrainJobSpec(
+            runtime_ref=trainer.TrainerV1alpha1RuntimeRef(name=settings.runtime),
+            trainer=trainer.TrainerV1alpha1Trainer(
+                image=settings.image, command=command, env=env, num_nodes=settings.num_nodes,
+                # One process per GPU; one per CPU node (torch's "auto" would start one per core there).
+                num_proc_per_node=max(settings.gpus_per_node, 1), resources_per_node=resources)),
+    )
+    return job.to_dict()
 
 
 def run_stage_as_train_job(spec, settings: TrainJobSettings, output_uri: str) -> Path:
@@ -171,7 +175,9 @@ def run_stage_as_train_job(spec, settings: TrainJobSettings, output_uri: str) ->
         for folder, local in local_inputs.items():
             upload_folder(s3, local, inputs[folder])
         body = build_train_job(name, settings, train_args, inputs, f"{staging}/output", f"{staging}/{CHECKPOINTS}")
-        api.create_namespaced_custom_object(GROUP, VERSION, settings.namespace, PLURAL, body)
+        # Strict: the API server refuses a field the TrainJob schema lacks instead of dropping it.
+        api.create_namespaced_custom_object(GROUP, VERSION, settings.namespace, PLURAL, body,
+                                            field_validation="Strict")
     wait_for_train_job(api, settings.namespace, name, settings.timeout_s)
     try:
         download_folder(s3, f"{staging}/output", spec.out)

@@ -22,13 +22,35 @@ The training components share these arguments (`steps.TrainingSettings`):
     data_rev: the data's resolved commit (validate_data's output), so that KFP caches per commit.
 """
 
+from typing import NamedTuple
+
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from interactavatar.cluster.names import IMAGE
 
-__all__ = ["validate_data", "resolve_init_model", "vae_pretrain", "pim_pretrain", "audio_pretrain", "joint_finetune",
+__all__ = ["placement", "validate_data", "resolve_init_model", "vae_pretrain", "pim_pretrain", "audio_pretrain", "joint_finetune",
            "warm_start_finetune", "resolve_champion", "evaluate", "register", "deploy"]
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def placement(gpus: int) -> NamedTuple("Placement", accelerator=str, gpus=int, node_selector=dict, tolerations=list,
+                                       cpu=str, memory=str):
+    """Where a task asking for `gpus` GPUs runs: its outputs are the GPU tasks' accelerator, node
+    selector, tolerations and CPU and memory requests, which KFP resolves when it starts each of
+    them, so GPU settings are set only when GPUs are requested.
+
+    Args:
+        gpus: the GPUs the tasks ask for (0: CPU tasks: no accelerator, selector or toleration).
+    Returns:
+        accelerator ("" for none), gpus (its limit), node_selector, tolerations, cpu, memory.
+    """
+    from collections import namedtuple
+
+    from interactavatar.pipeline.steps import placement_task
+
+    settings = placement_task(gpus)
+    return namedtuple("Placement", settings)(**settings)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

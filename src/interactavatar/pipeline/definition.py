@@ -18,6 +18,7 @@ from interactavatar.pipeline.components import (
     evaluate,
     joint_finetune,
     pim_pretrain,
+    placement,
     register,
     resolve_champion,
     resolve_init_model,
@@ -27,25 +28,38 @@ from interactavatar.pipeline.components import (
 )
 
 
-def _with_cluster_settings(task, display_name: str, gpus=None):
+def _with_cluster_settings(task, display_name: str, placement=None):
     """The task's display name; S3 keys and endpoints from the cluster's Secret and ConfigMap (never
-    inline); GPU tasks (`gpus`: a count or a pipeline parameter) also get a GPU node, its taint
-    tolerated, a RAM-backed /dev/shm for data loading, and one retry. Every task runs as the image's
-    unprivileged user (KFP's compiler adds no privilege escalation, no capabilities and the
-    RuntimeDefault seccomp profile). A local run ignores all but the name and the retries."""
+    inline). Every task runs as the image's unprivileged user (KFP's compiler adds no privilege
+    escalation, no capabilities and the RuntimeDefault seccomp profile). A compute task (training,
+    evaluation) takes where it runs from `placement`, a `placement` task of the same DAG: its
+    accelerator, node selector, tolerations and requests, resolved when KFP starts the task, so a
+    GPU node, its taint tolerated and a GPU limit come only when GPUs are requested; it also gets a
+    RAM-backed /dev/shm for data loading, and one retry. A local run ignores all but the name and
+    the retries."""
     task.set_display_name(display_name)
     kubernetes.set_security_context(task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID, run_as_non_root=True)
     kubernetes.use_secret_as_env(task, S3_SECRET, {key: key for key in S3_SECRET_KEYS})
     kubernetes.use_config_map_as_env(task, ENDPOINTS_CONFIG_MAP, {key: key for key in ENDPOINT_KEYS})
-    if gpus is not None:
-        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
-        task.set_memory_request("64G").set_cpu_request("8")
-        kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
-        kubernetes.add_node_selector(task, "nvidia.com/gpu.present", "true")
+    if placement is not None:
+        where = placement.outputs
+        # Accelerator "" (no GPUs) sets no limit at all: KFP's driver skips an empty type.
+        task.set_accelerator_type(where["accelerator"]).set_accelerator_limit(where["gpus"])
+        task.set_cpu_request(where["cpu"]).set_memory_request(where["memory"])
+        kubernetes.add_node_selector_json(task, where["node_selector"])
+        kubernetes.add_toleration_json(task, where["tolerations"])
         kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
-        # GPU nodes get preempted: a retried multi-node training task resumes its TrainJob from the
+        # Nodes get preempted: a retried multi-node training task resumes its TrainJob from the
         # checkpoints mirrored on S3. One retry only: a real error should surface, not repeat.
         task.set_retry(num_retries=1)
+    return task
+
+
+def _placement(gpus, display_name: str):
+    """A `placement` task for `gpus` GPUs, in the DAG that uses it: KFP passes a task's output into
+    a condition's DAG only as a task argument, and resource settings are not arguments."""
+    task = placement(gpus=gpus)
+    _with_cluster_settings(task, display_name)
     return task
 
 
@@ -64,7 +78,8 @@ def _evaluate_register_deploy(trained, dataset, data_rev, p: dict) -> None:
     # The registry and the cluster are state outside the pipeline: never reuse a cached answer.
     registered.set_caching_options(False)
     _with_cluster_settings(champion, "Resolve the champion (the baseline)")
-    _with_cluster_settings(scored, "Evaluate against the champion", gpus=1)
+    _with_cluster_settings(scored, "Evaluate against the champion",
+                           _placement(p["eval_gpus"], "Placement of the evaluation (GPUs or CPU)"))
     _with_cluster_settings(registered, "Register in MLflow (gate)")
 
     with dsl.If(registered.outputs["Output"] != ""):  # the champion's URI, only when promoted
@@ -100,6 +115,7 @@ def interactavatar_pipeline(
     eval_split: str = "test",
     eval_clips: int = 8,
     eval_steps: int = 0,
+    eval_gpus: int = 1,
     model_name: str = MODEL_NAME,
     endpoint_name: str = "interactavatar",
     endpoint_namespace: str = "interactavatar-serving",
@@ -146,8 +162,14 @@ def interactavatar_pipeline(
     `train_gpus_per_node` GPUs each (runtime `trainer_runtime`, in `trainer_namespace`, inputs and
     output staged under `trainjob_staging_uri`) and waits for it; set `train_task_gpus` to 0 then,
     since the task itself only waits.
+
+    GPUs are asked for only where a count is above 0: `train_task_gpus` (training tasks),
+    `eval_gpus` (evaluation), `endpoint_gpus` (the predictor, when deploy creates the
+    InferenceService). At 0 a task gets no GPU limit, GPU node selector or toleration, and a CPU
+    node's requests (a `placement` task computes them for its DAG).
     """
-    params = dict(eval_split=eval_split, eval_clips=eval_clips, eval_steps=eval_steps, seed=seed,
+    params = dict(eval_split=eval_split, eval_clips=eval_clips, eval_steps=eval_steps, eval_gpus=eval_gpus,
+                  seed=seed,
                   parent_run_id=parent_run_id, model_name=model_name,
                   artifacts_destination=artifacts_destination, endpoint_name=endpoint_name,
                   endpoint_namespace=endpoint_namespace, endpoint_gpus=endpoint_gpus,
@@ -165,6 +187,7 @@ def interactavatar_pipeline(
                  trainjob_staging_uri=trainjob_staging_uri, task_gpus=train_task_gpus, data_rev=commit)
 
     with dsl.If(init.output == "", name="from-scratch"):
+        training = _placement(train_task_gpus, "Placement of the training tasks (GPUs or CPU)")
         # The VAE trains on whole clips: batch 2 of 17 frames costs what 4 of 9 or 8 of 5 did.
         vae = vae_pretrain(dataset=dataset, vae_weights_uri=vae_weights_uri, preset=preset, steps=vae_steps,
                            video_crop=vae_video_crop, batch_size=vae_batch_size, learning_rate=learning_rate,
@@ -179,15 +202,16 @@ def interactavatar_pipeline(
         joint = joint_finetune(dataset=dataset, vae=vae.outputs["vae"], pim=pim.outputs["pim"],
                                audio=audio.outputs["audio"], injection=injection, preset=preset, steps=joint_steps,
                                batch_size=batch_size, learning_rate=learning_rate, seed=seed, **where)
-        _with_cluster_settings(vae, "VAE pretrain", gpus=train_task_gpus)
-        _with_cluster_settings(pim, "PIM pretrain (curriculum)", gpus=train_task_gpus)
-        _with_cluster_settings(audio, "AIM audio pretrain", gpus=train_task_gpus)
-        _with_cluster_settings(joint, "Joint fine-tune", gpus=train_task_gpus)
+        _with_cluster_settings(vae, "VAE pretrain", training)
+        _with_cluster_settings(pim, "PIM pretrain (curriculum)", training)
+        _with_cluster_settings(audio, "AIM audio pretrain", training)
+        _with_cluster_settings(joint, "Joint fine-tune", training)
         _evaluate_register_deploy(joint, dataset, commit, params)
 
     with dsl.Else(name="warm-start"):
+        training = _placement(train_task_gpus, "Placement of the training task (GPUs or CPU)")
         tuned = warm_start_finetune(dataset=dataset, init_model=init.output, injection=injection, lora_rank=lora_rank,
                                     lora_alpha=lora_alpha, preset=preset, steps=joint_steps, batch_size=batch_size,
                                     learning_rate=learning_rate, seed=seed, **where)
-        _with_cluster_settings(tuned, "Warm-start fine-tune (from the init model)", gpus=train_task_gpus)
+        _with_cluster_settings(tuned, "Warm-start fine-tune (from the init model)", training)
         _evaluate_register_deploy(tuned, dataset, commit, params)

@@ -150,6 +150,27 @@ def train_stage(spec, nodes, output_uri: str, task_gpus: int = 1) -> Path:
     return run_stage_as_train_job(spec, nodes, output_uri)
 
 
+# Requests of a task's pod (CPU, memory): a GPU node's share for a paper-size stage; without GPUs a
+# laptop cluster's (floors, not caps: no limit is set), as the local overlay gives the predictor.
+GPU_TASK_REQUESTS = ("8", "64G")
+CPU_TASK_REQUESTS = ("1", "4G")
+
+
+def placement_task(gpus: int) -> dict:
+    """Where a task asking for `gpus` GPUs runs, as KFP's task settings take it at run time: with
+    GPUs, the accelerator (the GPU resource, limited to `gpus`), the GPU nodes' selector, their
+    taint tolerated and a GPU node's requests; with none, no accelerator ("" sets no limit at
+    all), no node selector, no toleration and a CPU node's requests."""
+    from interactavatar.serve.isvc import GPU_NODE_SELECTOR, GPU_RESOURCE, GPU_TOLERATION
+
+    if gpus < 0:
+        raise ValueError(f"gpus: {gpus} must not be negative")
+    cpu, memory = GPU_TASK_REQUESTS if gpus else CPU_TASK_REQUESTS
+    if not gpus:
+        return {"accelerator": "", "gpus": 0, "node_selector": {}, "tolerations": [], "cpu": cpu, "memory": memory}
+    return {"accelerator": GPU_RESOURCE, "gpus": gpus, "node_selector": dict(GPU_NODE_SELECTOR),
+            "tolerations": [dict(GPU_TOLERATION)], "cpu": cpu, "memory": memory}
+
 
 def resolve_champion_task(model_name: str) -> str:
     """The registry's champion now, as models:/NAME/VERSION: the baseline a new version is scored
@@ -237,12 +258,18 @@ def serving_copy(model_dir: Path, champion_uri: str, target_uri: str) -> str:
     return target_uri
 
 
+# How long the deploy step waits for the endpoint to be Ready: KServe pulls the image and the model,
+# and a paper-size model loads for minutes (the ServingRuntime's startup probe allows 15).
+DEPLOY_READY_TIMEOUT_S = 30 * 60
+
+
 def deploy(storage_uri: str, name: str, namespace: str, manifest_path: str | Path, apply: bool,
-           gpu: int = 1) -> str:
-    """Write the InferenceService for `storage_uri`; with `apply`, create it in the cluster or patch
-    it in place (a rollout, not a delete-and-create: the old predictor serves until the new is
-    ready). Returns "created", "patched", "written", or "not deployable" for a model that is not
-    on S3 (a run on a bare MLflow store, with no cluster to deploy to anyway)."""
+           gpu: int = 1, ready_timeout_s: float = DEPLOY_READY_TIMEOUT_S) -> str:
+    """Write the InferenceService for `storage_uri`; with `apply`, point the cluster's endpoint at it
+    (its storageUri patched, or the InferenceService created with `gpu` GPUs where there is none:
+    `cluster.endpoint`) and wait until it is Ready. Returns "created", "patched", "written", or
+    "not deployable" for a model that is not on S3 (a run on a bare MLflow store, with no cluster
+    to deploy to anyway)."""
     from interactavatar.serve.isvc import build_inference_service, render_manifest
 
     if not storage_uri.startswith("s3://") and not apply:
@@ -253,19 +280,6 @@ def deploy(storage_uri: str, name: str, namespace: str, manifest_path: str | Pat
     Path(manifest_path).write_text(render_manifest(isvc))
     if not apply:
         return "written"
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
+    from interactavatar.cluster.endpoint import deploy_inference_service
 
-    from interactavatar.cluster.k8s import custom_objects_api
-
-    api = custom_objects_api()
-    body = client.ApiClient().sanitize_for_serialization(isvc)
-    group, version = "serving.kserve.io", "v1beta1"
-    try:
-        api.create_namespaced_custom_object(group, version, namespace, "inferenceservices", body)
-        return "created"
-    except ApiException as err:
-        if err.status != 409:
-            raise
-    api.patch_namespaced_custom_object(group, version, namespace, "inferenceservices", name, body)
-    return "patched"
+    return deploy_inference_service(isvc, ready_timeout_s)

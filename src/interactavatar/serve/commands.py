@@ -1,10 +1,16 @@
-"""`interactavatar serve` (the KServe endpoint) and `interactavatar serve manifest` (its InferenceService)."""
+"""`interactavatar serve` (the KServe endpoint) and `interactavatar serve manifest` (its InferenceService).
+
+`serve` binds its port before anything slow (importing torch and kserve, resolving and loading the
+model, which takes minutes at paper size): a port in use is one line naming host:port at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import os
+import socket
 import sys
 from typing import TYPE_CHECKING
 
@@ -40,7 +46,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     serve.set_defaults(func=run_serve)
     serve_commands = serve.add_subparsers(dest="serve_command")
     manifest = serve_commands.add_parser("manifest", help="print the InferenceService YAML")
-    manifest.add_argument("--storage-uri", default=None, help="the champion's s3:// URI")
+    manifest.add_argument("--storage-uri", default=None,
+                          help="the champion's s3:// URI (default: none, as committed: the deploy step sets it)")
     manifest.add_argument("--name", default=MODEL_NAME)
     manifest.add_argument("--namespace", default="interactavatar-serving")
     manifest.add_argument("--service-account", default="interactavatar-predictor")
@@ -49,9 +56,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_manifest(args: argparse.Namespace) -> int:
-    from interactavatar.serve.isvc import DEFAULT_STORAGE_URI, build_inference_service, render_manifest
+    from interactavatar.serve.isvc import build_inference_service, render_manifest
 
-    isvc = build_inference_service(args.name, args.namespace, args.storage_uri or DEFAULT_STORAGE_URI,
+    isvc = build_inference_service(args.name, args.namespace, args.storage_uri,
                                    args.service_account, gpu=args.gpu)
     sys.stdout.write(render_manifest(isvc))
     return 0
@@ -64,6 +71,7 @@ def run_serve(args: argparse.Namespace) -> int:
             or args.body_timeout_s <= 0):
         raise ValueError("serve: --max-concurrency >= 1, --max-queue >= 0, --max-per-client >= 1, "
                          "--max-payload-mb > 0 and --body-timeout-s > 0")
+    listener = listen_on(args.host, args.port)  # first: the rest imports kserve, torch and the model
     token = auth_token(args.auth_token_file, args.no_auth, args.host)
     import torch
 
@@ -75,8 +83,29 @@ def run_serve(args: argparse.Namespace) -> int:
     limits = ServeLimits(max_payload_bytes=int(args.max_payload_mb * 2**20), max_concurrency=args.max_concurrency,
                          max_queue=args.max_queue, max_per_client=args.max_per_client,
                          body_timeout_s=args.body_timeout_s, max_audio_seconds=args.max_audio_seconds)
-    serve(InteractAvatarModel(MODEL_NAME, args.model, limits, device), args.host, args.port, token)
+    serve(InteractAvatarModel(MODEL_NAME, args.model, limits, device), listener, token)
     return 0
+
+
+def listen_on(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port, for the server to listen on; ValueError naming host:port when
+    it cannot be had (in use, an address this machine does not have, a name that does not resolve).
+    SO_REUSEADDR as uvicorn sets it: a port whose old connections linger in TIME_WAIT is free."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        listener = socket.socket(family, kind, proto)
+    except OSError as err:
+        raise ValueError(f"cannot listen on {host}:{port} ({err.strerror or err})") from None
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+    except OSError as err:
+        listener.close()
+        if err.errno == errno.EADDRINUSE:
+            raise ValueError(f"{host}:{port} is already in use; stop what listens there or choose another --port") from None
+        raise ValueError(f"cannot listen on {host}:{port} ({err.strerror})") from None
+    return listener
 
 
 def auth_token(flag: str | None, no_auth: bool, host: str) -> TokenFile | None:

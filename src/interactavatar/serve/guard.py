@@ -5,7 +5,8 @@ One ASGI middleware in front of every route kserve registers, because these deci
 FastAPI reads a body and must hold whatever route a request names:
 
 - the health probes (`/v2/health/live`, `/v2/health/ready`) always pass, so that Kubernetes can
-  probe without a token;
+  probe without a token, and so do GETs of the public pages (the web page /ui, /docs and
+  /openapi.json: pages.py), which hold no data and which a browser loads without a token;
 - with a bearer token configured (`TokenFile`), every other request needs
   `Authorization: Bearer <token>` (401 otherwise);
 - the model repository API (`/v2/repository/...`) is refused (403): kserve's unload takes the only
@@ -39,6 +40,7 @@ from starlette.responses import JSONResponse
 
 from interactavatar.serve.contract import ServeLimits
 from interactavatar.serve.metrics import ABANDONED, REFUSED
+from interactavatar.serve.pages import PUBLIC_PAGES
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +113,8 @@ class RequestGuard:
         self.per_client: collections.Counter[str] = collections.Counter()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in PROBES:
+        if scope["type"] != "http" or scope["path"] in PROBES or (
+                scope["method"] == "GET" and scope["path"] in PUBLIC_PAGES):
             return await self.app(scope, receive, send)
         client = scope["client"][0] if scope.get("client") else "unknown"
         try:

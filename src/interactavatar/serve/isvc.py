@@ -6,6 +6,10 @@ It runs on the project's ServingRuntime (k8s/serving/servingruntime.yaml: `inter
 so no credential appears here. k8s/serving/inferenceservice.yaml is this module's output:
 
     interactavatar serve manifest > k8s/serving/inferenceservice.yaml
+
+That committed manifest has no storageUri: the pipeline's deploy step owns it (it patches that field
+alone, `interactavatar.cluster.endpoint`), so re-applying the kustomize manifests never reverts the
+champion: `kubectl apply` removes only fields it applied before (docs/cluster.md, "Who owns what").
 """
 
 from __future__ import annotations
@@ -15,7 +19,12 @@ import yaml
 from kserve.constants import constants
 from kubernetes import client
 
-DEFAULT_STORAGE_URI = "s3://models/interactavatar/champion"
+# GPU scheduling, the same for the predictor and the pipeline's GPU tasks: the device plugin's
+# resource, the label the GPU operator's feature discovery puts on every GPU node (so the selector
+# works on any cloud without naming its node pools), and the taint most GPU pools carry.
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 # (cpu request, memory request, memory limit) of the predictor, with and without GPUs.
 GPU_RESOURCES = ("8", "64Gi", "96Gi")
 CPU_RESOURCES = ("1", "2Gi", "4Gi")  # as k8s/overlays/local/inferenceservice-cpu.yaml (a test checks)
@@ -28,7 +37,7 @@ HEADER = (
 def build_inference_service(
     name: str = "interactavatar",
     namespace: str = "interactavatar-serving",
-    storage_uri: str = DEFAULT_STORAGE_URI,
+    storage_uri: str | None = None,
     service_account: str = "interactavatar-predictor",
     gpu: int = 1,
     runtime: str = "interactavatar",
@@ -37,20 +46,20 @@ def build_inference_service(
     memory: str | None = None,
     memory_limit: str | None = None,
 ) -> kserve.V1beta1InferenceService:
-    """The endpoint for the model at `storage_uri` (s3://...), `gpu` GPUs (0: CPU only). CPU,
-    memory and its limit default to the GPU overlay's (a paper-size model) with GPUs, and to the
-    local overlay's without (k8s/overlays/local: the tiny and demo presets), so a deploy to a CPU
-    cluster does not patch a GPU predictor's 8 CPUs and 64 GiB over its overlay."""
-    if not storage_uri.startswith("s3://"):
+    """The endpoint for the model at `storage_uri` (s3://...; None: no model yet, the deploy step
+    sets it), `gpu` GPUs (0: CPU only). CPU, memory and its limit default to the GPU overlay's (a
+    paper-size model) with GPUs, and to the local overlay's without (k8s/overlays/local: the tiny
+    and demo presets). GPU node selector and toleration come only with GPUs."""
+    if storage_uri is not None and not storage_uri.startswith("s3://"):
         raise ValueError(f"storage_uri: {storage_uri!r} is not an s3:// URI")
     default_cpu, default_memory, default_limit = GPU_RESOURCES if gpu else CPU_RESOURCES
     requests = {"cpu": cpu or default_cpu, "memory": memory or default_memory}
     limits = {"memory": memory_limit or default_limit}
-    tolerations = None
+    tolerations = node_selector = None
     if gpu:
-        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(gpu)
-        # Most GPU node pools carry this taint; the gpu overlay adds the node selector.
-        tolerations = [client.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
+        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(gpu)
+        tolerations = [client.V1Toleration(**GPU_TOLERATION)]
+        node_selector = dict(GPU_NODE_SELECTOR)
     return kserve.V1beta1InferenceService(
         api_version=constants.KSERVE_V1BETA1,
         kind=constants.KSERVE_KIND_INFERENCESERVICE,
@@ -72,6 +81,7 @@ def build_inference_service(
                 # Lets running generations finish when a new champion rolls out.
                 termination_grace_period_seconds=timeout_s,
                 tolerations=tolerations,
+                node_selector=node_selector,
                 model=kserve.V1beta1ModelSpec(
                     # The runtime's container: KServe merges this spec into it.
                     name="kserve-container",

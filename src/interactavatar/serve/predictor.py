@@ -8,7 +8,8 @@ health checks and new requests.
 
 A request cancelled while it runs (its client went away: the guard cancels it) sets its
 generation's stop flag; the worker stops at its next sampling step, and the slot is held until
-it has, so that a cancelled generation never runs beside the next one.
+it has, so that a cancelled generation never runs beside the next one. The same per-step callback
+reports a v2 request's progress under its `id` (progress.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from interactavatar.serve.contract import (
     refuse,
 )
 from interactavatar.serve.metrics import GENERATIONS, RUNNING, WAITING
+from interactavatar.serve.progress import Progress, ProgressBoard
 from interactavatar.serve.protocols import OUTPUTS, fields_from_v1, fields_from_v2, v1_response, v2_response
 
 
@@ -51,6 +53,7 @@ class InteractAvatarModel(kserve.Model):
         self._loading = True  # until the first load ends
         self._slots = asyncio.Semaphore(self.limits.max_concurrency)
         self._workers = ThreadPoolExecutor(self.limits.max_concurrency, thread_name_prefix="generate")
+        self.progress = ProgressBoard()
 
     @property
     def alive(self) -> bool:
@@ -99,14 +102,15 @@ class InteractAvatarModel(kserve.Model):
         request = build_request(media, text, options, self.limits, cfg)
         return request, requested
 
-    def _generate(self, request: GenerationRequest, want_motion: bool,
-                  cancelled: threading.Event) -> tuple[dict[str, bytes], dict]:
-        """Runs in a worker thread: sampling (stopped at the next step once `cancelled` is set), then
-        the mp4 files (video with the speech muxed in)."""
+    def _generate(self, request: GenerationRequest, want_motion: bool, cancelled: threading.Event,
+                  progress: Progress) -> tuple[dict[str, bytes], dict]:
+        """Runs in a worker thread: sampling (stopped at the next step once `cancelled` is set, each
+        step reported to `progress`), then the mp4 files (video with the speech muxed in)."""
 
         def stop_if_cancelled(step: int, steps: int) -> None:
             if cancelled.is_set():
                 raise GenerationCancelled(f"stopped after step {step} of {steps}: the client went away")
+            progress.step_done(step, steps)
 
         try:
             with RUNNING.track_inprogress():
@@ -125,11 +129,12 @@ class InteractAvatarModel(kserve.Model):
                     "mux_s": time.perf_counter() - start}
         return videos, metadata
 
-    async def _run(self, request: GenerationRequest, want_motion: bool) -> tuple[dict[str, bytes], dict]:
+    async def _run(self, request: GenerationRequest, want_motion: bool,
+                   progress: Progress) -> tuple[dict[str, bytes], dict]:
         """The generation in a worker thread; cancelled, it stops the worker and waits for it."""
         cancelled = threading.Event()
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._workers, self._generate, request, want_motion, cancelled)
+        future = loop.run_in_executor(self._workers, self._generate, request, want_motion, cancelled, progress)
         try:
             # Shielded: a cancellation must not drop the future while the worker still runs.
             return await asyncio.shield(future)
@@ -139,17 +144,22 @@ class InteractAvatarModel(kserve.Model):
             raise
 
     async def predict(self, payload, headers: dict | None = None, response_headers: dict | None = None):
-        started = time.perf_counter()
-        request, requested = await asyncio.to_thread(self._parse, payload)
-        parsed = time.perf_counter()
-        want_motion = request.options.return_motion or request.options.mode == "motion" or "motion" in requested
-        with WAITING.track_inprogress():
-            await self._slots.acquire()
-        try:
-            admitted = time.perf_counter()
-            videos, metadata = await self._run(request, want_motion)
-        finally:
-            self._slots.release()
+        # v1 bodies carry no id; a v2 request's id names its progress (progress.py).
+        request_id = payload.id if isinstance(payload, InferRequest) else None
+        with self.progress.track(request_id) as progress:
+            started = time.perf_counter()
+            request, requested = await asyncio.to_thread(self._parse, payload)
+            parsed = time.perf_counter()
+            want_motion = request.options.return_motion or request.options.mode == "motion" or "motion" in requested
+            progress.state = "waiting"
+            with WAITING.track_inprogress():
+                await self._slots.acquire()
+            try:
+                admitted = time.perf_counter()
+                progress.state = "sampling"
+                videos, metadata = await self._run(request, want_motion, progress)
+            finally:
+                self._slots.release()
         metadata |= {"parse_s": parsed - started, "queue_s": admitted - parsed, "total_s": time.perf_counter() - started}
         metadata = {k: round(v, 4) if isinstance(v, float) else v for k, v in metadata.items()}
         if isinstance(payload, InferRequest):

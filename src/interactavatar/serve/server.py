@@ -10,13 +10,19 @@ kserve.ModelServer.start() is not used as is, for these reasons:
   images and audio, and answers a lying element length with a 500 (struct.error); the data plane
   below keeps them as bytes and refuses what does not add up, naming the input;
 - requests need a door before kserve sees them (guard.py): a token, no model repository API,
-  admission per server and per client, body size and time limits, cancellation on disconnect.
+  admission per server and per client, body size and time limits, cancellation on disconnect;
+- it listens on a socket bound before the model loads (`interactavatar serve` binds it first), so a
+  port in use is reported at once, not after a load of minutes;
+- this server adds its documented contract (openapi.py), a web page for endpoint consumers and a
+  request's progress (pages.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
 
 import kserve
 import kserve.model_server
@@ -27,11 +33,15 @@ from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from kserve.protocol.rest.server import RESTServer
 
 from interactavatar.serve.guard import RequestGuard, TokenFile
+from interactavatar.serve.openapi import install_contract
+from interactavatar.serve.pages import add_routes
 from interactavatar.serve.predictor import InteractAvatarModel
 from interactavatar.serve.protocols import binary_element, one_element_shape
 
 # uvicorn waits this long for running generations on shutdown (k8s allows 900 s, see isvc.py).
 SHUTDOWN_GRACE_S = 600
+
+logger = logging.getLogger(__name__)
 
 
 def _object(where: str, value, required: bool = False) -> dict:
@@ -126,18 +136,35 @@ class ServingDataPlane(DataPlane):
         )
 
 
-def build_rest_server(model: InteractAvatarModel, host: str, port: int, token: TokenFile | None = None) -> RESTServer:
-    """kserve's REST server for `model` on host:port behind the guard, `token` required when given
-    (nothing listens until it is started)."""
+class BoundRESTServer(RESTServer):
+    """kserve's REST server on a socket bound beforehand. RESTServer.run(sockets) takes one too, but
+    runs its own event loop; here the model loads beside the server on ours (`_serve`)."""
+
+    def __init__(self, *args, listener: socket.socket, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.listener = listener
+
+    async def start(self) -> None:
+        self.create_application()
+        host, port = self.listener.getsockname()[:2]
+        logger.info("serving on http://%s:%d", f"[{host}]" if ":" in host else host, port)
+        await self._server.serve(sockets=[self.listener])
+
+
+def build_rest_server(model: InteractAvatarModel, listener: socket.socket,
+                      token: TokenFile | None = None) -> RESTServer:
+    """kserve's REST server for `model` on the bound socket `listener`, behind the guard, `token`
+    required when given (nothing is served until it is started)."""
+    port = listener.getsockname()[1]
     model_server = kserve.ModelServer(http_port=port, enable_grpc=False, workers=1)
     model_server.register_model(model)
     dataplane = ServingDataPlane(model_registry=model_server.registered_models)
     app = kserve.model_server.app
     app.add_middleware(RequestGuard, limits=model.limits, token=token)
-    rest = RESTServer(FASTAPI_APP_IMPORT_STRING, dataplane, model_server.model_repository_extension, port,
-                      grace_period=SHUTDOWN_GRACE_S)
-    rest.config.host = host
-    return rest
+    add_routes(app, model.progress)
+    install_contract(app, model.limits)
+    return BoundRESTServer(FASTAPI_APP_IMPORT_STRING, dataplane, model_server.model_repository_extension, port,
+                           grace_period=SHUTDOWN_GRACE_S, listener=listener)
 
 
 async def _serve(rest: RESTServer, model: InteractAvatarModel) -> None:
@@ -150,6 +177,7 @@ async def _serve(rest: RESTServer, model: InteractAvatarModel) -> None:
     await serving
 
 
-def serve(model: InteractAvatarModel, host: str = "127.0.0.1", port: int = 8080, token: TokenFile | None = None) -> None:
-    """Serve until SIGINT/SIGTERM; the model loads in the background (ready once loaded)."""
-    asyncio.run(_serve(build_rest_server(model, host, port, token), model))
+def serve(model: InteractAvatarModel, listener: socket.socket, token: TokenFile | None = None) -> None:
+    """Serve on `listener` (commands.listen_on binds it) until SIGINT/SIGTERM; the model loads in the
+    background (ready once loaded)."""
+    asyncio.run(_serve(build_rest_server(model, listener, token), model))
