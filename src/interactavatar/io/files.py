@@ -7,6 +7,11 @@ POSIX file systems), and the folder is flushed too, so that the rename itself is
 the flushes a crash soon after a rename can leave the new name pointing at an empty or partial file
 (ext4 and XFS write data and metadata back separately): a checkpoint pointer naming a tag whose
 files never reached the disk.
+
+The temporary files and folders are created with modes 0666 and 0777, which the kernel narrows by
+the process's umask, as `open` and `mkdir` do: a written file ends up as readable as any other file
+the user makes (tempfile's mkstemp and mkdtemp would leave 0600 and 0700, a model folder the serving
+group cannot read).
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,16 +49,37 @@ def fsync_directory(path: str | Path) -> None:
         os.close(fd)
 
 
+def _new_sibling(parent: Path, prefix: str, suffix: str, create) -> Path:
+    """A fresh name in `parent` made by `create(path)` (which fails if the name exists): a random
+    name, drawn again on a collision, like tempfile's but with the umask's modes."""
+    while True:
+        candidate = parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            create(candidate)
+        except FileExistsError:
+            continue
+        return candidate
+
+
+def _create_file(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is flushed and replaces `path` in one
     step. On an exception the temporary file is removed and `path` keeps its previous contents."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
-    os.close(fd)
+    tmp = _new_sibling(path.parent, f".{path.name}.", ".tmp" + path.suffix, _create_file)
+    created = tmp.stat()
     try:
-        yield Path(tmp)
+        yield tmp
+        written = tmp.stat()
+        if written.st_ino != created.st_ino:
+            # The writer replaced our file with its own (safetensors' save_file makes it 0600): the
+            # umask's mode, which our file got, is given back.
+            os.chmod(tmp, stat.S_IMODE(created.st_mode))
         fsync_file(tmp)
         os.replace(tmp, path)
         fsync_directory(path.parent)
@@ -90,7 +117,7 @@ def atomic_directory(target: str | Path, keep_existing: bool = False) -> Iterato
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    staging = _new_sibling(target.parent, f".{target.name}.tmp-", "", lambda folder: folder.mkdir(0o777))
     try:
         yield staging
         _fsync_tree(staging)

@@ -16,6 +16,9 @@ Every model directory we write says where it came from in `lineage.json` (`Linea
 scratch, imported from the public release, or fine-tuned from another model (its reference and,
 for a registry model, its version). The registry copies it into each version's tags, and
 `interactavatar registry lineage` follows the parents back to scratch or the release.
+
+A reference that names nothing (no such registered model, version or alias; an S3 server that does
+not answer) raises `UnavailableURI` naming it, which the command line prints as one line.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from interactavatar.io.errors import UnavailableURI
 from interactavatar.io.files import atomic_directory, write_text_atomic
 
 LINEAGE_FILE = "lineage.json"
@@ -128,13 +132,28 @@ def resolve_model(ref: str, download_dir: str | Path | None = None) -> ResolvedM
     target.mkdir(parents=True, exist_ok=True)
     if ref.startswith("models:/"):
         import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
 
         name, version = registry_version(ref)
-        downloaded = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(target))
+        try:
+            downloaded = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
+                                                             dst_path=str(target))
+        except MlflowException as err:
+            raise UnavailableURI(ref, f"version {version}'s files cannot be fetched from the registry"
+                                      f"{_registry_named()}: {err.message}") from err
         return ResolvedModel(find_model_dir(Path(downloaded)), ref, version)
+    from botocore.exceptions import BotoCoreError, ClientError
     from kserve_storage import Storage
 
-    return ResolvedModel(find_model_dir(Path(Storage.download(ref, str(target)))), ref)
+    try:
+        downloaded = Storage.download(ref, str(target))
+    except (BotoCoreError, ClientError, RuntimeError) as err:
+        # botocore's errors for an endpoint that does not answer; kserve_storage's RuntimeError for
+        # the failures it recognises (no such bucket, denied, nothing under the prefix).
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        raise UnavailableURI(ref, f"cannot be downloaded{f' from {endpoint}' if endpoint else ''}: "
+                                  f"{str(err).splitlines()[0]}") from err
+    return ResolvedModel(find_model_dir(Path(downloaded)), ref)
 
 
 def resolve_pinned(ref: str) -> ResolvedModel:
@@ -143,7 +162,6 @@ def resolve_pinned(ref: str) -> ResolvedModel:
     two registries number their versions alike; a download is published in one rename, the first
     process's copy kept when several fetch it at once."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     match = PINNED.fullmatch(ref)
     if match is None:
@@ -153,12 +171,8 @@ def resolve_pinned(ref: str) -> ResolvedModel:
     registry = mlflow.get_registry_uri()
     folder = cache / hashlib.sha256(registry.encode()).hexdigest()[:16] / match["name"] / match["version"]
     if not folder.is_dir():
-        try:
-            with atomic_directory(folder, keep_existing=True) as staging:
-                resolve_model(ref, staging)
-        except MlflowException as err:
-            raise ValueError(f"{ref}: cannot be fetched from the registry at {registry} (MLFLOW_TRACKING_URI): "
-                             f"{err.message}") from err
+        with atomic_directory(folder, keep_existing=True) as staging:
+            resolve_model(ref, staging)
     return ResolvedModel(find_model_dir(folder), ref, match["version"])
 
 
@@ -169,21 +183,39 @@ def resolve_model_dir(ref: str, download_dir: str | Path | None = None) -> Path:
 
 def registry_version(ref: str, client=None) -> tuple[str, str]:
     """`models:/NAME@ALIAS` or `models:/NAME/VERSION` -> (NAME, VERSION), the alias looked up now
-    (in `client`'s registry; default: the environment's)."""
+    (in `client`'s registry; default: the environment's). UnavailableURI when the registry holds no
+    such version (or cannot be read)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     reference = ref.removeprefix("models:/")
+    registry = client or MlflowClient()
+    # Only the environment's registry is named: a client passed in keeps its URI to itself.
+    where = "" if client else _registry_named()
     if "@" in reference:
         name, alias = registry_name(ref), reference.split("@", 1)[1]
         try:
-            return name, str((client or MlflowClient()).get_model_version_by_alias(name, alias).version)
+            return name, str(registry.get_model_version_by_alias(name, alias).version)
         except MlflowException as err:
-            raise ValueError(f"{ref}: the registry has no version of {name!r} under alias {alias!r}") from err
+            if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise UnavailableURI(ref, f"the registry{where} cannot be read: {err.message}") from err
+            raise UnavailableURI(ref, f"the registry{where} has no version of {name!r} under alias "
+                                      f"{alias!r}") from err
     name, _, version = reference.partition("/")
     if not name or not version.isdigit():
         raise ValueError(f"{ref}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    try:
+        registry.get_model_version(name, version)
+    except MlflowException as err:
+        raise UnavailableURI(ref, f"cannot be fetched from the registry{where}: {err.message}") from err
     return name, version
+
+
+def _registry_named() -> str:
+    """" at URI" for the environment's registry, to name it in an error."""
+    import mlflow
+
+    return f" at {mlflow.get_registry_uri()}"
 
 
 def registry_name(ref: str) -> str:

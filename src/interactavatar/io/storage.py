@@ -6,23 +6,39 @@ Where the server is and who we are come from the environment, never from files i
   MINIO_SECRET_KEY), AWS_DEFAULT_REGION or AWS_REGION (optional).
 These are the variables DVC, boto and KServe's storage initializer read too, so one set of exports
 serves them all. Local files are written atomically (temporary file, then rename).
+
+A server that does not answer fails a call within seconds, as an `UnavailableURI` naming the
+object and the server: minio's own client waits up to 5 minutes for each connection and tries 6
+times, so a wrong AWS_ENDPOINT_URL on a network that drops packets looked like a hang.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
+import certifi
+import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
+from interactavatar.io.errors import UnavailableURI
 from interactavatar.io.files import atomic_path
+
+# A connection is refused at once or set up in milliseconds on a working network; 10 s covers a
+# slow one. Reads keep minio's 5 minutes: a large object streams for a while.
+CONNECT_TIMEOUT_S = 10
+READ_TIMEOUT_S = 300
+# Connections retried before a server counts as not answering (minio's retries otherwise, for
+# 5xx answers and dropped reads, stay as minio sets them).
+CONNECT_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -58,8 +74,27 @@ class S3Settings:
 
 def client(settings: S3Settings | None = None) -> Minio:
     settings = settings or S3Settings.from_env()
+    # minio's own pool, but with the short connection timeout and retries above.
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S), maxsize=10,
+        cert_reqs="CERT_REQUIRED", ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(total=5, connect=CONNECT_RETRIES, backoff_factor=0.2,
+                              status_forcelist=[500, 502, 503, 504]))
     return Minio(settings.endpoint, access_key=settings.access_key, secret_key=settings.secret_key,
-                 secure=settings.secure, region=settings.region)
+                 secure=settings.secure, region=settings.region, http_client=http)
+
+
+@contextlib.contextmanager
+def reporting_unreachable(uri: str) -> Iterator[None]:
+    """Run S3 calls about `uri`; a server that does not answer raises UnavailableURI naming `uri`
+    and the server's address."""
+    try:
+        yield
+    except urllib3.exceptions.MaxRetryError as err:
+        cause = err.reason.__cause__ if err.reason is not None else None
+        why = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(err.reason)
+        raise UnavailableURI(uri, f"the S3 server at {err.pool.host}:{err.pool.port} does not answer ({why}); "
+                                  "check AWS_ENDPOINT_URL") from err
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
@@ -76,16 +111,18 @@ def s3_uri(bucket: str, key: str = "") -> str:
 
 def ensure_bucket(s3: Minio, bucket: str) -> bool:
     """Create the bucket unless it exists; True when it was created."""
-    if s3.bucket_exists(bucket):
-        return False
-    s3.make_bucket(bucket)
+    with reporting_unreachable(s3_uri(bucket)):
+        if s3.bucket_exists(bucket):
+            return False
+        s3.make_bucket(bucket)
     return True
 
 
 def upload_bytes(s3: Minio, data: bytes, uri: str) -> None:
     """One PUT: readers see the previous object or this one, never part of it."""
     bucket, key = parse_uri(uri)
-    s3.put_object(bucket, key, io.BytesIO(data), len(data))
+    with reporting_unreachable(uri):
+        s3.put_object(bucket, key, io.BytesIO(data), len(data))
 
 
 def read_bytes(s3: Minio, uri: str) -> bytes:
@@ -100,7 +137,8 @@ def read_bytes(s3: Minio, uri: str) -> bytes:
 def _get_object(s3: Minio, uri: str):
     bucket, key = parse_uri(uri)
     try:
-        return s3.get_object(bucket, key)
+        with reporting_unreachable(uri):
+            return s3.get_object(bucket, key)
     except S3Error as err:
         if err.code == "NoSuchKey":
             raise FileNotFoundError(f"storage: no object {uri}") from err
@@ -131,7 +169,8 @@ def upload_folder(s3: Minio, folder: str | Path, uri: str, exclude: tuple[str, .
             continue
         key = str(PurePosixPath(prefix) / path.relative_to(folder).as_posix()) if prefix else path.relative_to(
             folder).as_posix()
-        s3.fput_object(bucket, key, str(path))
+        with reporting_unreachable(s3_uri(bucket, key)):
+            s3.fput_object(bucket, key, str(path))
         keys.append(key)
     return keys
 
@@ -143,7 +182,9 @@ def download_folder(s3: Minio, uri: str, folder: str | Path) -> list[Path]:
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     folder = Path(folder).resolve()
     targets = []
-    for item in s3.list_objects(bucket, prefix=prefix, recursive=True):
+    with reporting_unreachable(uri):
+        listing = list(s3.list_objects(bucket, prefix=prefix, recursive=True))
+    for item in listing:
         relative = item.object_name[len(prefix):]
         target = (folder / relative).resolve()
         if not relative or not target.is_relative_to(folder):
@@ -159,13 +200,15 @@ def download_folder(s3: Minio, uri: str, folder: str | Path) -> list[Path]:
 def remove_prefix(s3: Minio, uri: str) -> None:
     """Delete every object under uri/."""
     bucket, prefix = parse_uri(uri.rstrip("/") + "/")
-    doomed = [DeleteObject(item.object_name) for item in s3.list_objects(bucket, prefix=prefix, recursive=True)]
-    for error in s3.remove_objects(bucket, doomed):
-        raise RuntimeError(f"storage: could not delete s3://{bucket}/{error.name}: {error.message}")
+    with reporting_unreachable(uri):
+        doomed = [DeleteObject(item.object_name) for item in s3.list_objects(bucket, prefix=prefix, recursive=True)]
+        for error in s3.remove_objects(bucket, doomed):
+            raise RuntimeError(f"storage: could not delete s3://{bucket}/{error.name}: {error.message}")
 
 
 def object_sizes(s3: Minio, uri: str) -> dict[str, int]:
     """{path relative to uri/: size in bytes} of every object under uri/."""
     bucket, prefix = parse_uri(uri.rstrip("/") + "/")
-    return {item.object_name[len(prefix):]: item.size
-            for item in s3.list_objects(bucket, prefix=prefix, recursive=True)}
+    with reporting_unreachable(uri):
+        return {item.object_name[len(prefix):]: item.size
+                for item in s3.list_objects(bucket, prefix=prefix, recursive=True)}

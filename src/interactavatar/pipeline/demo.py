@@ -23,6 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+from interactavatar.io.files import write_bytes_atomic
+from interactavatar.io.progress import Progress
+
 # Budgets that learn something on a 2-core CPU in minutes (see BENCHMARKS.md); each is a
 # pipeline parameter, overridable with --param.
 DEMO_PARAMS = {
@@ -91,8 +94,8 @@ def request_video(data_dir: Path, out: Path, env: dict, seed: int, name: str = "
         client.close()
         server.terminate()
         server.wait(timeout=60)
-    (out / f"{name}.mp4").write_bytes(result.videos["video"])
-    (out / f"{name}_motion.mp4").write_bytes(result.videos["motion"])
+    write_bytes_atomic(out / f"{name}.mp4", result.videos["video"])
+    write_bytes_atomic(out / f"{name}_motion.mp4", result.videos["motion"])
     return {"video": str(out / f"{name}.mp4"), "clip": entry.clip_id, "text": meta.text,
             "endpoint_latency_s": round(latency, 2)}
 
@@ -107,12 +110,18 @@ def run_demo(args: argparse.Namespace) -> int:
     out, env = demo_environment(args.out)
     params = {**DEMO_PARAMS, **parse_params(args.param)}
     repo = out / "data-repo"
-    revision = make_versioned_dataset(repo, args.num_clips, args.seed, SynthSpec.from_config(preset(params["preset"])),
-                                      remote=out / "dvc-remote", message=f"demo data: {args.num_clips} synthetic clips")
+    # Three stages on the bar; the pipeline's own tasks report their steps and clips beneath it.
+    progress = Progress("demo", 3, unit="stage")
+    with progress.stage("synthesise and version the data"):
+        revision = make_versioned_dataset(repo, args.num_clips, args.seed,
+                                          SynthSpec.from_config(preset(params["preset"])), remote=out / "dvc-remote",
+                                          message=f"demo data: {args.num_clips} synthetic clips")
     data_seconds = time.perf_counter() - started
-
-    pipeline = run_local({"data_repo": str(repo), "data_rev": revision, "seed": args.seed, **params}, out / "work")
-    request = request_video(repo / "data" / "synth", out, env, args.seed)
+    with progress.stage("run the pipeline"):
+        pipeline = run_local({"data_repo": str(repo), "data_rev": revision, "seed": args.seed, **params},
+                             out / "work")
+    with progress.stage("serve the champion and request a video"):
+        request = request_video(repo / "data" / "synth", out, env, args.seed)
     run_root = max((out / "work" / "kfp").iterdir(), key=lambda p: p.stat().st_mtime)
     # KFP names artifact files without extensions; copies a browser opens as pages.
     reports = {"validation_report": ("validate-data/report", "validation-report.html"),

@@ -34,7 +34,8 @@ HARMFUL_LEARNING_RATE = 0.05
 def add_retrain_command(demo_commands: argparse._SubParsersAction) -> None:
     retrain = demo_commands.add_parser(
         "retrain", help="after `make demo`: new data -> warm-start retraining -> the gate; a harmful run refused",
-        description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+        # cli.HelpFormatter keeps this numbered list's lines.
+        description=__doc__.split("\n\n")[1])
     retrain.add_argument("--out", type=Path, default=Path("demo_out"), help="the `make demo` output to continue")
     retrain.add_argument("--new-clips", type=int, default=48, help="clips in the new batch")
     retrain.add_argument("--num-clips", type=int, default=160, help="clips of v1, when --out holds no demo yet")
