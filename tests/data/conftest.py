@@ -1,4 +1,5 @@
-"""Shared fixtures for the data tests: small synthetic datasets, made once per session."""
+"""Shared fixtures for the data tests: small synthetic datasets, made once per session, and the
+repository as it stands, committed in a scratch git repository (for DVC's view of it)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from helpers.datasets import DEMO, make_dataset
+from helpers.repo_state import commit_repository_state, tool_environment
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +23,9 @@ def dataset_copy(demo_dataset: Path, tmp_path: Path) -> Path:
     target = tmp_path / "dataset"
     shutil.copytree(demo_dataset, target)
     return target
+
+
+@pytest.fixture()
+def repo_state(tmp_path: Path) -> Path:
+    """tmp_path/repo: the repository as a commit would take it now, committed in a new git repository."""
+    return commit_repository_state(tmp_path / "repo", tool_environment(tmp_path))

@@ -73,6 +73,33 @@ def test_ingest_video_folder_errors_name_the_file(video_folder, tmp_path):
     assert not (tmp_path / "b" / "manifest.jsonl").exists()
 
 
+def _tree(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_ingest_leaves_no_partial_folder(video_folder, tmp_path):
+    """The second video's sidecar is bad: its clip fails after the first clip was written. A new
+    dataset is then not there at all, an extended one is as it was, and no staging folder is left."""
+    (video_folder / "take synth7-000001.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"take synth7-000001.json: not valid JSON"):
+        ingest_videos(video_folder, tmp_path / "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+    existing, more = tmp_path / "existing", tmp_path / "more"
+    more.mkdir()
+    for suffix in (".mp4", ".json", ".wav"):  # clip 2 comes later, with a video that has no sidecar
+        (video_folder / f"take synth7-000002{suffix}").rename(more / f"take synth7-000002{suffix}")
+    shutil.copy(more / "take synth7-000002.mp4", more / "take synth7-000009.mp4")
+    (video_folder / "take synth7-000001.json").unlink()
+    (video_folder / "take synth7-000001.mp4").unlink()
+    ingest_videos(video_folder, existing)
+    before = _tree(existing)
+    with pytest.raises(FileNotFoundError, match=r"take synth7-000009.mp4: no sidecar"):
+        ingest_videos(more, existing)
+    assert _tree(existing) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "more", "raw"]
+
+
 @pytest.fixture()
 def release_cases(demo_dataset, tmp_path):
     """Two test cases in the release's format, made from demo clips: a pose image at 256 px

@@ -1,18 +1,16 @@
 """S3 artifacts (storage.py) and DVC versioning against a real S3 server on loopback."""
 
 import hashlib
-import os
+import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers.repo_state import DVC, run_tool, tool_environment
 
+from interactavatar.data.schema import read_manifest
 from interactavatar.io import storage
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -57,54 +55,50 @@ def test_folder_round_trip(s3_server, demo_dataset, tmp_path):
         storage.download_folder(s3, "s3://artifacts/datasets/none", tmp_path / "none")
 
 
-def _run(args, cwd, env):
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+# The README's commit step after `dvc repro`: everything the stages write is then committed,
+# DVC-tracked (data/.gitignore) or ignored (gx/uncommitted/, by gx/.gitignore).
+COMMIT_STEP = ["git", "add", "dvc.lock", "data/.gitignore", "reports", "gx"]
 
 
 @pytest.mark.integration
-def test_dvc_repro_push_pull_through_s3(s3_server, tmp_path):
-    """The repository's own dvc.yaml, params.yaml and .dvc/config, in a scratch git repo."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        shutil.copy(REPO / name, repo / name)
-    shutil.copytree(REPO / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local"))
-    for part in ("data", "io"):
-        shutil.copytree(REPO / "src" / "interactavatar" / part, repo / "src" / "interactavatar" / part,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+def test_dvc_repro_commit_push_pull_through_s3(s3_server, repo_state, tmp_path):
+    """The repository's own dvc.yaml, params.yaml, .dvc/config and gx/, in a scratch git repo."""
+    repo = repo_state
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["synth"] |= {"num_clips": 3, "width": 64, "height": 64, "num_frames": 5}
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env |= {"DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
-            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@t"}
-    dvc = [str(Path(sys.executable).parent / "dvc")]
-    _run(["git", "init", "-q"], repo, env)
+    env = tool_environment(tmp_path)
+    run_tool(["git", "commit", "-qam", "params: a small synthetic set"], repo, env)
     s3 = storage.client(storage.S3Settings.from_env(s3_server.env()))
     bucket, _ = storage.parse_uri(_remote_url(repo))
     storage.ensure_bucket(s3, bucket)
     # Endpoint and keys from the environment, as in a pipeline pod; never in a committed file.
-    env |= s3_server.env() | {"DVC_SITE_CACHE_DIR": str(tmp_path / "site-cache")}
+    env |= s3_server.env()
 
-    _run([*dvc, "repro"], repo, env)
-    assert (repo / "reports" / "data-validation.json").exists()
-    assert '"success": true' in (repo / "reports" / "data-validation.json").read_text()
+    run_tool([DVC, "repro"], repo, env)
+    for name, clips in (("synth", 3), ("real", 2)):
+        summary = json.loads((repo / "reports" / f"{name}-validation.json").read_text())
+        assert (summary["success"], summary["num_clips"]) == (True, clips)
+        assert summary["dataset"] == f"../data/{name}", "a metric file records paths relative to itself"
+        assert list((repo / "gx" / "uncommitted" / "validations" / "clip_dataset" / name).rglob("*.json"))
     pushed = _digests(repo / "data" / "synth")
     assert len([name for name in pushed if name.endswith("video.mp4")]) == 3
-    _run([*dvc, "push"], repo, env)
+    assert len(read_manifest(repo / "data" / "real")) == 2
+
+    run_tool(COMMIT_STEP, repo, env)
+    run_tool(["git", "commit", "-qm", "data: 3 synthetic clips, 2 example clips"], repo, env)
+    assert run_tool(["git", "status", "--porcelain", "--untracked-files=all"], repo, env) == "", \
+        "the commit step leaves nothing the stages wrote uncommitted"
+    run_tool([DVC, "push"], repo, env)
 
     shutil.rmtree(repo / "data" / "synth")
     shutil.rmtree(repo / ".dvc" / "cache")
-    _run([*dvc, "pull"], repo, env)
+    run_tool([DVC, "pull"], repo, env)
     assert _digests(repo / "data" / "synth") == pushed
     # Running the code writes bytecode beside it; .dvcignore keeps that from invalidating synth.
     (repo / "src" / "interactavatar" / "data" / "__pycache__").mkdir(exist_ok=True)
     (repo / "src" / "interactavatar" / "data" / "__pycache__" / "synth.cpython-311.pyc").write_bytes(b"x")
-    assert "up to date" in _run([*dvc, "status"], repo, env).lower()
+    assert "up to date" in run_tool([DVC, "status"], repo, env).lower()
 
     committed = (repo / ".dvc" / "config").read_text() + (repo / "dvc.lock").read_text()
     assert s3_server.secret_key not in committed and s3_server.access_key not in committed

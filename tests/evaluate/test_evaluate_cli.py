@@ -54,6 +54,17 @@ def test_writes_metrics_for_model_floor_and_ceiling(evaluation):
     assert metrics["model"]["num_clips"] == 1.0
 
 
+def test_files_record_relative_paths_and_a_row_per_system_for_dvc_plots(evaluation, eval_dataset):
+    out = evaluation["out"]
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert (config["model_dir"], config["out_dir"]) == ("../model", ".")
+    assert (out / config["data_dir"]).resolve() == eval_dataset.resolve()
+    rows = json.loads((out / "metrics_by_system.json").read_text())
+    assert [row["system"] for row in rows] == ["model", "floor", "vae_ceiling", "ceiling"]
+    assert set(rows[0]) == {"system", "grounding_iou", "sync_confidence", "wrong_object_rate", "pck_body", "ssim"}
+    assert rows[-1]["grounding_iou"] == 1.0
+
+
 def test_report_has_table_plots_and_frames(evaluation):
     report = (evaluation["out"] / "report.html").read_text()
     assert "<table>" in report and "grounding_iou" in report
@@ -115,7 +126,9 @@ def test_a_baseline_is_scored_on_the_same_clips_seeds_and_steps(eval_dataset, ev
     (run,) = client.search_runs([client.get_experiment_by_name("interactavatar").experiment_id])
     assert run.data.metrics["vs_baseline_grounding_iou_low"] == 0.0 and "baseline_ssim" in run.data.metrics
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["comparison"]["baseline"] == {"reference": str(model), "version": ""}
+    baseline = metrics["comparison"]["baseline"]
+    assert baseline["version"] == "" and not Path(baseline["reference"]).is_absolute()
+    assert (out / baseline["reference"]).resolve() == (out / metrics["config"]["baseline"]).resolve() == model.resolve()
     compared = metrics["comparison"]["metrics"]
     assert {"grounding_iou", "sync_confidence", "ssim"} <= compared.keys()
     for name, result in compared.items():

@@ -35,7 +35,7 @@ def test_a_lora_stage_trains_adapters_and_writes_a_small_version_that_loads_merg
     out = tmp_path / "lora"
     run_stage(spec("joint", train_dataset, out, init=BASE, lora_rank=2, lora_alpha=4.0))
     assert {p.name for p in out.iterdir()} - {"checkpoints", "mlflow_run_id", "init", "init.json"} == {
-        "config.yaml", lora.ADAPTER_RECORD, "adapter.safetensors", "lineage.json"}
+        "config.yaml", lora.ADAPTER_RECORD, "adapter.safetensors", "lineage.json", "training_curve.tsv"}
     assert lora.read_adapter_record(out) == (lora.LoRAConfig(2, 4.0), "models:/interactavatar/1")
     assert read_lineage(out) == Lineage("model", BASE, "1")
     size = (out / "adapter.safetensors").stat().st_size

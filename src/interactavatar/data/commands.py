@@ -34,6 +34,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                           help="HTML report path; the JSON summary goes beside it (.json)")
     validate.add_argument("--required-splits", default="train",
                           help="comma-separated splits that must hold clips ('' for none, e.g. test cases)")
+    validate.add_argument("--gx-project", type=Path, metavar="DIR",
+                          help="folder of a file-backed Great Expectations project (its gx/ is made when missing): "
+                               "the suite is loaded from it, and the result and GX's Data Docs are stored in it "
+                               "(dvc.yaml passes the repository's root); default: an in-memory context")
     validate.set_defaults(func=run_validate)
 
     ingest = commands.add_parser("ingest", help="convert videos with sidecars, or release test cases, into clips")
@@ -66,13 +70,15 @@ def run_validate(args: argparse.Namespace) -> int:
     if args.report.resolve().is_relative_to(dataset):
         raise ValueError(f"--report {args.report}: inside the dataset, which validation never modifies")
     required = tuple(s.strip() for s in args.required_splits.split(",") if s.strip())
-    report = validate(dataset, required)
+    report = validate(dataset, required, gx_project=args.gx_project)
     json_path = write_reports(report, args.report)
     for failure in report.failures:
         where = args.dataset if failure.path == "." else f"{args.dataset / failure.path} ({failure.clip_id})"
         print(f"{where}: {failure.reason}", file=sys.stderr)
     verdict = "passed" if report.success else f"FAILED: {len(report.failures)} problems"
     print(f"{args.dataset}: {report.num_clips} clips, validation {verdict}; report {args.report}, summary {json_path}")
+    if report.stored is not None:
+        print(f"Great Expectations result {report.stored.result}, Data Docs {report.stored.data_docs_page}")
     return 0 if report.success else 1
 
 

@@ -11,16 +11,22 @@ Two sources:
   video, the speech, and the keypoints and object box read back from its pose image or video with
   `render.decode_frame`, so batch generation and evaluation take release cases as they are.
 
-Clips are added to `out` (created or extended); the manifest is rewritten last, atomically. Errors
-name the input file and field.
+Clips are added to `out` (created or extended) in a temporary sibling folder: a copy of `out` (hard
+links) that receives the new clips and, last, the manifest, then replaces `out` in one rename. A
+failed ingest (a bad sidecar halfway through, a full disk, an interrupt) leaves `out` as it was, or
+absent, never half-made: `dvc repro`'s ingest stage never sees a partial dataset. Errors name the
+input file and field.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,7 @@ from interactavatar.data.render import decode_frame
 from interactavatar.data.schema import (
     AUDIO,
     BODY_KEYPOINTS,
+    MANIFEST,
     SPLITS,
     VIDEO,
     ClipMeta,
@@ -42,7 +49,7 @@ from interactavatar.data.schema import (
     write_manifest,
     write_meta,
 )
-from interactavatar.io.files import atomic_path
+from interactavatar.io.files import atomic_directory, atomic_path
 from interactavatar.io.media import probe_video, read_audio, read_video, write_audio, write_video
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
@@ -59,7 +66,7 @@ def ingest_videos(source: str | Path, out: str | Path, split: str | None = None)
     if not videos:
         raise FileNotFoundError(f"{source}: no videos ({', '.join(VIDEO_SUFFIXES)}) to ingest")
     added = []
-    with _DatasetWriter(Path(out)) as writer:
+    with _dataset_writer(Path(out)) as writer:
         for video in videos:
             sidecar = video.with_suffix(".json")
             if not sidecar.is_file():
@@ -99,7 +106,7 @@ def ingest_cases(cases_json: str | Path, out: str | Path, num_frames: int = 17,
     if not isinstance(cases, list) or not cases:
         raise ValueError(f"{cases_json}: expected a non-empty JSON list of test cases")
     added = []
-    with _DatasetWriter(Path(out)) as writer:
+    with _dataset_writer(Path(out)) as writer:
         for index, case in enumerate(cases):
             where = f"{cases_json}[{index}]"
             if not isinstance(case, dict):
@@ -163,28 +170,42 @@ def _face_box(body: np.ndarray, width: int, height: int) -> np.ndarray:
                    0, [width, height, width, height])
 
 
+@contextlib.contextmanager
+def _dataset_writer(out: Path) -> Iterator[_DatasetWriter]:
+    """A writer into a staging copy of `out` that replaces `out` when the block ends without an
+    error (the manifest written last); on an error the staging folder is removed, `out` untouched."""
+    with atomic_directory(out) as staging:
+        if out.is_dir():
+            # Links stay links (validation refuses them, as before); files are hard links: a clip
+            # is never rewritten in place, so sharing its bytes with the old folder is safe.
+            shutil.copytree(out, staging, symlinks=True, dirs_exist_ok=True, copy_function=_link_or_copy)
+        writer = _DatasetWriter(staging, out)
+        yield writer
+        write_manifest(staging, writer.entries)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copy2(source, target)
+
+
 class _DatasetWriter:
-    """Adds clips to a dataset folder; refuses ids already there; writes the manifest on exit
-    (only when every clip went in)."""
+    """Adds clips to the dataset folder `root` (a staging copy of `out`, which errors name);
+    refuses ids already there."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.entries = read_manifest(root) if (root / "manifest.jsonl").is_file() else []
+    def __init__(self, root: Path, out: Path) -> None:
+        self.root, self.out = root, out
+        # Read from `out` itself, so that an error names the manifest the user knows.
+        self.entries = read_manifest(out) if (out / MANIFEST).is_file() else []
         self.ids = {e.clip_id for e in self.entries}
-
-    def __enter__(self) -> _DatasetWriter:
-        self.root.mkdir(parents=True, exist_ok=True)
-        return self
-
-    def __exit__(self, kind, error, trace) -> None:
-        if kind is None:
-            write_manifest(self.root, self.entries)
 
     def clip_dir(self, clip_id: str) -> Path:
         if clip_id in self.ids:
-            raise ValueError(f"{self.root}: clip_id {clip_id!r} is already in the dataset")
+            raise ValueError(f"{self.out}: clip_id {clip_id!r} is already in the dataset")
         # A link already standing at the clip's name would take the clip's files out of the dataset.
-        return inside(self.root, clip_id, f"{self.root}: clip_id {clip_id!r}")
+        return inside(self.root, clip_id, f"{self.out}: clip_id {clip_id!r}")
 
     def add(self, meta: ClipMeta) -> ManifestEntry:
         write_meta(self.root / meta.clip_id, meta)

@@ -1,6 +1,13 @@
 """Dataset validation: per-clip facts gathered by reading (never writing) the dataset, checked by a
 Great Expectations suite, reported per clip with reasons, as HTML and JSON.
 
+The suite runs through a GX checkpoint (`gx_project.py`): in a file-backed project (the
+repository's `gx/`) the suite is stored and loaded from disk, and each run stores its validation
+result and updates GX's Data Docs; without a project, in memory. The HTML report written here is
+the offline one (GX's pages load their styles from the web) and links to GX's Data Docs when there
+are some. The JSON summary is a DVC metric: the paths it holds are relative to its own folder, so
+that a clone elsewhere records the same file.
+
 The facts table has one row per manifest line: what meta.json says next to what the media files
 actually hold (container type, decoded frame count and rate, audio rate and length), plus counts of
 bad keypoint and box values with the first one's field. Each expectation in the suite carries the
@@ -15,7 +22,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +30,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from interactavatar.data.gx_project import (
+    REQUIRED_SPLITS,
+    SUITE,
+    StoredRun,
+    clip_checkpoint,
+    find_stored_run,
+    open_context,
+    run_checkpoint,
+)
 from interactavatar.data.schema import (
     MANIFEST,
     META,
@@ -34,11 +49,10 @@ from interactavatar.data.schema import (
     read_clip,
     read_manifest,
 )
+from interactavatar.data.versioning import portable_path
 from interactavatar.io.files import write_text_atomic
 from interactavatar.io.media import audio_info, probe_video, read_audio
 
-# GX would otherwise phone home (analytics) from an ephemeral context.
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 SAMPLE_RATE = 16000
 
 
@@ -72,15 +86,18 @@ class Failure:
 
 @dataclass
 class ValidationReport:
-    dataset: str
+    dataset: Path
     success: bool
     num_clips: int
     failures: list[Failure]
     checks: list[dict[str, Any]]
+    # Where GX stored the run's result and Data Docs (a file-backed project), else None.
+    stored: StoredRun | None = None
 
-    def summary(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "success": self.success, "num_clips": self.num_clips,
-                "failures": [asdict(f) for f in self.failures], "checks": self.checks}
+    def summary(self, folder: Path) -> dict[str, Any]:
+        """What the JSON summary holds, its paths relative to `folder` (the summary's own)."""
+        return {"dataset": portable_path(self.dataset, folder), "success": self.success,
+                "num_clips": self.num_clips, "failures": [asdict(f) for f in self.failures], "checks": self.checks}
 
 
 def clip_facts(root: Path, entry: ManifestEntry) -> dict[str, Any]:
@@ -187,7 +204,8 @@ COLUMNS = ("path_error", "meta_error", "meta_clip_id", "meta_split", "meta_frame
 
 def checks(required_splits: tuple[str, ...] = ("train",)) -> list[Check]:
     """The suite; `required_splits` must each hold at least one clip (a training set needs train,
-    a set of release test cases has only test)."""
+    a set of release test cases has only test). The expectation takes them as the suite parameter
+    REQUIRED_SPLITS, so the suite itself is the same for every choice; only the reason names them."""
     import great_expectations.expectations as gxe
 
     suite = [
@@ -250,39 +268,38 @@ def checks(required_splits: tuple[str, ...] = ("train",)) -> list[Check]:
         Check("boxes_inside", lambda: gxe.ExpectColumnValuesToBeBetween(column="boxes_outside", max_value=0),
               lambda r: f"{META}: field {r.boxes_outside_at}: box leaves the {r.meta_width:.0f}x"
                         f"{r.meta_height:.0f} frame or is inverted ({r.boxes_outside:.0f} such in the clip)"),
+        Check("splits_required", lambda: gxe.ExpectColumnDistinctValuesToContainSet(
+            column="split", value_set={"$PARAMETER": REQUIRED_SPLITS}),
+              lambda r: f"the dataset needs clips in every split of {', '.join(required_splits)}"),
     ]
-    if required_splits:
-        suite.append(Check(
-            "splits_required",
-            lambda: gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=list(required_splits)),
-            lambda r: f"the dataset needs clips in every split of {', '.join(required_splits)}"))
     return suite
+
+
+def expectations(all_checks: list[Check]) -> list:
+    """The checks' expectations, each tagged with its check's name (how a result finds its reason)."""
+    made = []
+    for check in all_checks:
+        expectation = check.expectation()
+        expectation.meta = {"check": check.name}
+        made.append(expectation)
+    return made
 
 
 def _line(row: pd.Series) -> str:
     return f"{MANIFEST}:{row.line:.0f}"
 
 
-def validate(root: str | Path, required_splits: tuple[str, ...] = ("train",)) -> ValidationReport:
-    """Gather the facts, run the suite, name every failing clip with its reasons."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
+def validate(root: str | Path, required_splits: tuple[str, ...] = ("train",),
+             gx_project: str | Path | None = None) -> ValidationReport:
+    """Gather the facts, run the suite through the checkpoint, name every failing clip with its
+    reasons. `gx_project`: the folder holding the file-backed GX project (`gx/`, made when
+    missing) that stores the suite, the result and the Data Docs; None: an ephemeral context."""
     root = Path(root)
     facts = facts_table(root)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch = (context.data_sources.add_pandas("dataset").add_dataframe_asset("clips")
-             .add_batch_definition_whole_dataframe("all clips"))
-    suite = context.suites.add(gx.ExpectationSuite(name="clip_dataset"))
     all_checks = checks(required_splits)
-    for check in all_checks:
-        expectation = check.expectation()
-        expectation.meta = {"check": check.name}
-        suite.add_expectation(expectation)
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name="clips", data=batch, suite=suite))
-    result = definition.run(batch_parameters={"dataframe": facts}, result_format={
-        "result_format": "COMPLETE", "unexpected_index_column_names": ["row"]})
+    context = open_context(None if gx_project is None else Path(gx_project))
+    checkpoint = clip_checkpoint(context, expectations(all_checks), stored=gx_project is not None)
+    identifier, result = run_checkpoint(checkpoint, facts, required_splits, run_name=root.name)
 
     by_name = {check.name: check for check in all_checks}
     failures, summary = [], []
@@ -304,7 +321,8 @@ def validate(root: str | Path, required_splits: tuple[str, ...] = ("train",)) ->
             failures.append(Failure(str(facts_row.clip_id), str(facts_row.path), check.name,
                                     check.reason(facts_row)))
     failures.sort(key=lambda f: (f.path, f.check))
-    return ValidationReport(str(root), bool(result.success), len(facts), failures, summary)
+    stored = find_stored_run(context, identifier) if gx_project is not None else None
+    return ValidationReport(root, bool(result.success), len(facts), failures, summary, stored)
 
 
 def write_reports(report: ValidationReport, html_path: str | Path) -> Path:
@@ -312,12 +330,19 @@ def write_reports(report: ValidationReport, html_path: str | Path) -> Path:
     JSON path. Both are written atomically."""
     html_path = Path(html_path)
     json_path = html_path.with_suffix(".json")
-    write_text_atomic(json_path, json.dumps(report.summary(), indent=1) + "\n")
-    write_text_atomic(html_path, _html(report))
+    write_text_atomic(json_path, json.dumps(report.summary(json_path.parent), indent=1) + "\n")
+    write_text_atomic(html_path, _html(report, html_path.parent))
     return json_path
 
 
-def _html(report: ValidationReport) -> str:
+def _html(report: ValidationReport, folder: Path) -> str:
+    """The offline report; its title names the dataset relative to `folder` (the report's own),
+    as the summary does, and a file-backed run links to GX's Data Docs index (the index, not the
+    run's page: the report stays the same for the same dataset)."""
+    dataset = html.escape(portable_path(report.dataset, folder))
+    docs = "" if report.stored is None else (
+        f"<p>Great Expectations' own Data Docs (they load their styles from the web): "
+        f"<a href='{html.escape(portable_path(report.stored.data_docs_index, folder))}'>index</a>.</p>")
     verdict = "passed" if report.success else f"failed ({len(report.failures)} problems)"
     check_rows = "".join(
         f"<tr class={'ok' if c['success'] else 'bad'}><td>{c['check']}</td><td>{c['expectation']}</td>"
@@ -326,11 +351,11 @@ def _html(report: ValidationReport) -> str:
         f"<tr><td>{html.escape(f.clip_id)}</td><td>{html.escape(f.path)}</td><td>{f.check}</td>"
         f"<td>{html.escape(f.reason)}</td></tr>" for f in report.failures)
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Data validation: {html.escape(report.dataset)}</title>
+<html><head><meta charset="utf-8"><title>Data validation: {dataset}</title>
 <style>body{{font-family:sans-serif}} td,th{{border:1px solid #ccc;padding:2px 6px}}
 table{{border-collapse:collapse}} .bad{{background:#fdd}} .ok{{background:#dfd}}</style></head><body>
-<h1>Data validation: {html.escape(report.dataset)}</h1>
-<p>{report.num_clips} clips; Great Expectations suite <code>clip_dataset</code> {verdict}.</p>
+<h1>Data validation: {dataset}</h1>
+<p>{report.num_clips} clips; Great Expectations suite <code>{SUITE}</code> {verdict}.</p>{docs}
 <h2>Expectations</h2><table><tr><th>check</th><th>expectation</th><th>passed</th><th>failing clips</th></tr>
 {check_rows}</table>
 <h2>Failing clips</h2><table><tr><th>clip</th><th>folder</th><th>check</th><th>reason</th></tr>

@@ -1,6 +1,6 @@
 """Datasets under version control: the content hash and git revision a model is tagged with, fetching
-a DVC-tracked dataset at a revision, and making a versioned dataset (git + DVC) from synthetic clips,
-as the demo, the tests and the benchmarks do."""
+a DVC-tracked dataset at a revision, making a versioned dataset (git + DVC) from synthetic clips,
+as the demo, the tests and the benchmarks do, and the form of a path recorded in a versioned file."""
 
 from __future__ import annotations
 
@@ -12,6 +12,15 @@ import sys
 from pathlib import Path
 
 from interactavatar.data.schema import dataset_files
+
+
+def portable_path(path: str | Path, folder: str | Path) -> str:
+    """`path` relative to `folder` (POSIX separators), as a metrics file in `folder` records it.
+
+    Metrics and reports are committed (DVC metrics, cache: false): an absolute path would differ
+    between two clones of the same commit, and `dvc metrics diff` would show the checkout's
+    location instead of a change."""
+    return Path(os.path.relpath(Path(path).absolute(), Path(folder).absolute())).as_posix()
 
 
 def dataset_hash(root: str | Path) -> str:

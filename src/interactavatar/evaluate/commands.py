@@ -9,14 +9,12 @@ from pathlib import Path
 from interactavatar.evaluate.compare import DEFAULT_LEVEL
 from interactavatar.evaluate.external import EXTERNAL_METRICS
 
-SUMMARY_METRICS = ("grounding_iou", "sync_confidence", "wrong_object_rate", "pck_body", "ssim")
-
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     evaluate = subparsers.add_parser(
         "evaluate", help="score a model on a held-out split against an untrained floor and the ground truth",
-        description="Writes OUT/metrics.json and OUT/report.html; logs to MLflow when a run is active or "
-                    "MLFLOW_TRACKING_URI is set.")
+        description="Writes OUT/metrics.json, OUT/report.html and OUT/metrics_by_system.json (dvc.yaml's "
+                    "evaluation plots read eval/); logs to MLflow when a run is active or MLFLOW_TRACKING_URI is set.")
     evaluate.add_argument("--model", required=True, type=Path, help="model directory")
     evaluate.add_argument("--data", required=True, type=Path, help="dataset folder (manifest.jsonl)")
     evaluate.add_argument("--out", required=True, type=Path)
@@ -42,7 +40,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from interactavatar.evaluate.run import METRICS_FILE, REPORT_FILE, SYSTEMS, EvaluationSettings, evaluate
+    from interactavatar.evaluate.run import (
+        METRICS_FILE,
+        REPORT_FILE,
+        SUMMARY_METRICS,
+        SYSTEMS,
+        EvaluationSettings,
+        evaluate,
+    )
 
     if args.num_clips is not None and args.num_clips < 1:
         raise ValueError(f"--num-clips {args.num_clips}: must be at least 1")

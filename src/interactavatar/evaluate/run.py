@@ -10,8 +10,12 @@ between a floor and a ceiling.
    VAE ceiling: the ground truth encoded and decoded by the model's VAE, the most its diffusion
    streams can reach: a model near it is limited by its VAE, not by what its DiTs learned.
    Ceiling: the ground truth itself (its video and its motion rendered at the motion size).
-4. Score every clip for every system, average, write `metrics.json` and `report.html`, and log to
-   MLflow when a run is active or MLFLOW_TRACKING_URI is set.
+4. Score every clip for every system, average, write `metrics.json`, `report.html` and
+   `metrics_by_system.json` (the headline metrics, one row per system: what `dvc plots show` draws,
+   dvc.yaml's plots), and log to MLflow when a run is active or MLFLOW_TRACKING_URI is set.
+
+The files are committed with the experiment that made them, so the paths they record are relative
+to their folder (`data.versioning.portable_path`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from interactavatar.data.versioning import portable_path
 from interactavatar.evaluate.compare import DEFAULT_LEVEL, compare
 from interactavatar.evaluate.external import ExternalMetric, load_external_metric
 from interactavatar.evaluate.report import SYSTEMS, Sample, write_report
@@ -34,9 +39,14 @@ from interactavatar.evaluate.score import aggregate, score_clip
 from interactavatar.evaluate.truth import ClipTruth, load_truth, split_clips
 from interactavatar.io.files import write_text_atomic
 from interactavatar.io.model_refs import resolve_model
+from interactavatar.io.progress import Progress
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
+PLOT_FILE = "metrics_by_system.json"
+# The headline metrics: the gate's primary metric and guards, printed by `interactavatar evaluate`
+# and drawn by `dvc plots show`.
+SUMMARY_METRICS = ("grounding_iou", "sync_confidence", "wrong_object_rate", "pck_body", "ssim")
 
 
 @dataclass
@@ -104,11 +114,13 @@ def evaluate(settings: EvaluationSettings) -> dict:
     if baseline is not None:
         names = sorted({name for clip in scores["model"] for name, value in clip.items()
                         if isinstance(value, (int, float)) and name != "generate_s"})
-        metrics["comparison"] = {"baseline": {"reference": baseline.reference, "version": baseline.version},
+        reference = _recorded_reference(baseline.reference, settings.out_dir)
+        metrics["comparison"] = {"baseline": {"reference": reference, "version": baseline.version},
                                  "metrics": compare(scores["model"], scores["baseline"], names, settings.level,
                                                     seed=settings.seed)}
     out = Path(settings.out_dir)
     write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=1) + "\n")
+    write_text_atomic(out / PLOT_FILE, json.dumps(plot_rows(metrics), indent=1) + "\n")
     write_report(out / REPORT_FILE, metrics, samples)
     log_to_mlflow(metrics, out, settings.parent_run_id)
     return metrics
@@ -117,7 +129,8 @@ def evaluate(settings: EvaluationSettings) -> dict:
 def _score_pipeline(system: str, pipeline, truths: list[ClipTruth], settings: EvaluationSettings,
                     externals: dict[str, ExternalMetric], samples: list[Sample]) -> list[dict]:
     per_clip = []
-    for index, truth in enumerate(truths):
+    clips = Progress(f"evaluate {system}", len(truths), unit="clip")
+    for index, truth in clips.over(enumerate(truths)):
         started = time.perf_counter()
         result = pipeline(truth.image, truth.text, truth.speech, num_frames=truth.num_frames, steps=settings.steps,
                           seed=settings.seed + index, face_box=truth.face_box_source,
@@ -166,9 +179,24 @@ def eval_set_fingerprint(settings: EvaluationSettings, truths: list[ClipTruth], 
             "steps": settings.steps or model_config.sampler.steps}
 
 
+def plot_rows(metrics: dict) -> list[dict]:
+    """One row per system scored: its name and its headline metrics (dvc.yaml's bar charts)."""
+    return [{"system": system, **{name: metrics[system].get(name) for name in SUMMARY_METRICS}}
+            for system in SYSTEMS if system in metrics]
+
+
+def _recorded_reference(reference: str | None, out_dir: Path) -> str | None:
+    """A model reference as metrics.json records it: a local directory relative to `out_dir`, a
+    URI (models:/, s3://) as it is."""
+    return portable_path(reference, out_dir) if reference and Path(reference).exists() else reference
+
+
 def _config_record(settings: EvaluationSettings, model_config) -> dict:
-    record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
-    record["external"] = {k: str(v) for k, v in settings.external.items()}
+    """The settings, paths relative to the output folder (where metrics.json lies)."""
+    out = settings.out_dir
+    record = {k: portable_path(v, out) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
+    record["external"] = {k: portable_path(v, out) for k, v in settings.external.items()}
+    record["baseline"] = _recorded_reference(settings.baseline, out)
     record.update(preset=model_config.name, video_size=list(model_config.video_size),
                   motion_size=list(model_config.motion_size), num_frames=model_config.num_frames,
                   steps=settings.steps or model_config.sampler.steps)
