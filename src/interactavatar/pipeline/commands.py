@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from interactavatar.pipeline import containers
+
 COMPILED = Path("pipelines") / "interactavatar_pipeline.yaml"
 COMPONENTS_DIR = Path("components")
 
@@ -85,8 +87,9 @@ def validate_cron(expression: str) -> str:
     return expression
 
 
-def run_local(params: dict, work: Path) -> dict:
-    """The whole pipeline on this machine: KFP's subprocess runner (no per-task venv), MLflow from
+def run_local(params: dict, work: Path, runner: str = "subprocess") -> dict:
+    """The whole pipeline on this machine: KFP's subprocess runner (no per-task venv) or, with
+    runner "docker", every task in the project's image (pipeline/containers.py); MLflow from
     MLFLOW_TRACKING_URI (default: SQLite in work/), DVC from the given repository, the CPU."""
     import kfp.local
     import mlflow
@@ -99,7 +102,14 @@ def run_local(params: dict, work: Path) -> dict:
     # Each task leaves a temporary folder behind; keep them in the work folder.
     os.environ["TMPDIR"] = str(work / "tmp")
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "kfp"))
+    pipeline_root = work / "kfp"
+    if runner == "docker":
+        task_runner = containers.docker_runner()
+        params = {**params, "data_repo": containers.data_repo_for_containers(params["data_repo"], pipeline_root)}
+        containers.prepare_pipeline_root(pipeline_root)
+    else:
+        task_runner = kfp.local.SubprocessRunner(use_venv=False)
+    kfp.local.init(runner=task_runner, pipeline_root=str(pipeline_root))
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     mlflow.set_experiment(EXPERIMENT)
     started = time.perf_counter()
@@ -108,7 +118,7 @@ def run_local(params: dict, work: Path) -> dict:
         load_pipeline()(**params, parent_run_id=run.info.run_id)
         wall = time.perf_counter() - started
         mlflow.log_metric("pipeline_wall_s", wall)
-    return {"parent_run_id": run.info.run_id, "wall_s": round(wall, 1), "pipeline_root": str(work / "kfp"),
+    return {"parent_run_id": run.info.run_id, "wall_s": round(wall, 1), "pipeline_root": str(pipeline_root),
             "tracking_uri": os.environ["MLFLOW_TRACKING_URI"]}
 
 
@@ -138,6 +148,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         if name == "run":
             command.add_argument("--local", action="store_true", required=True)
             command.add_argument("--work", type=Path, default=Path("work"))
+            command.add_argument("--runner", choices=containers.RUNNERS, default="subprocess",
+                                 help="where the tasks run: processes on this machine, or the project's image "
+                                      "under Docker or podman (DOCKER_HOST; build it with `make image`)")
             command.set_defaults(func=run_command)
         else:
             command.add_argument("--host", required=True, help="KFP API URL")
@@ -165,7 +178,7 @@ def run_compile(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     # The tasks run in folders of their own: hand them the repository as an absolute path.
     args.data_repo = str(Path(args.data_repo).resolve())
-    print(json.dumps(run_local(_params(args), args.work), indent=1))
+    print(json.dumps(run_local(_params(args), args.work, args.runner), indent=1))
     return 0
 
 
