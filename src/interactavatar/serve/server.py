@@ -172,6 +172,10 @@ async def _serve(rest: RESTServer, model: InteractAvatarModel) -> None:
     try:
         await asyncio.to_thread(model.load)
     except BaseException:
+        # A graceful exit, as on SIGTERM: cancelling the task instead made uvicorn print its
+        # lifespan's CancelledError traceback above the load's one-line error.
+        rest._server.should_exit = True
+        await asyncio.wait([serving], timeout=30)
         serving.cancel()
         raise
     await serving
