@@ -79,7 +79,7 @@ def test_the_image_serves_the_tiny_model_as_non_root(image, model_dir, tmp_path)
 
         started = time.monotonic()
         result = client.generate(png_bytes(), wav_bytes(), "The man lifts the red cup", {"steps": 2, "seed": 1})
-        (tmp_path / "served.mp4").write_bytes(result.video)
+        (tmp_path / "served.mp4").write_bytes(result.videos["video"])
         video = probe_video(tmp_path / "served.mp4")
         assert video.num_frames > 0, f"no frames after {time.monotonic() - started:.0f} s"
     finally:

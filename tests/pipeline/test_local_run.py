@@ -59,6 +59,9 @@ def test_pipeline_runs_locally_from_versioned_data_to_a_deployable_champion(tmp_
     assert training.data.tags["stage"] == "joint"
     assert training.data.tags["mlflow.parentRunId"] == summary["parent_run_id"]
     assert training.data.tags["dataset_hash"] == champion.tags["dataset_hash"]
+    # the run's MLflow dataset input: the DVC repository, revision and path the task fetched
+    (dataset_input,) = training.inputs.dataset_inputs
+    assert json.loads(dataset_input.dataset.source) == {"repo": str(repo), "rev": revision, "path": "data/synth"}
     assert champion.tags["gate.baseline_version"] == "" and champion.tags["gate.passed"] == "true"  # vs the floor
     stages = {r.data.tags.get("stage") for r in client.search_runs(
         [training.info.experiment_id], f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'")}

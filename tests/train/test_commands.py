@@ -29,7 +29,7 @@ def full_spec(stage: str, **settings) -> StageSpec:
     """`stage` with every setting the command line carries away from its default."""
     return StageSpec(stage=stage, preset="tiny", data=Path("/data/clips"), out=Path("/runs/out"), steps=7, seed=3,
                      checkpoint_every=5, log_every=2, gradient_checkpointing=True, data_rev="abc123",
-                     parent_run_id="run-9",
+                     data_repo="https://git.example/data.git", data_path="data/synth", parent_run_id="run-9",
                      engine=EngineConfig(micro_batch_size=3, gradient_accumulation_steps=2, learning_rate=3e-4,
                                          warmup_steps=4, zero_stage=1),
                      **{name: Path(f"/models/{name}") for name in STAGES[stage].needs},
@@ -62,7 +62,8 @@ def test_spec_to_argv_writes_the_stage_options_and_the_flags_in_a_fixed_order():
     argv = spec_to_argv(full_spec("joint"))
     assert argv[argv.index("--zero-stage"):] == [
         "--zero-stage", "1", "--vae", "/models/vae", "--pim", "/models/pim", "--audio", "/models/audio",
-        "--injection", "add", "--gradient-checkpointing", "--data-rev", "abc123", "--parent-run-id", "run-9"]
+        "--injection", "add", "--gradient-checkpointing", "--data-rev", "abc123", "--data-repo", "https://git.example/data.git",
+        "--data-path", "data/synth", "--parent-run-id", "run-9"]
     argv = spec_to_argv(full_spec("pim"))
     assert argv[argv.index("--curriculum") + 1] == "0.0,1.0,2.5"
 

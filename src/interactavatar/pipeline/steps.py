@@ -85,6 +85,9 @@ def train_task(stage: str, dataset, output, settings: TrainingSettings, inputs: 
         raise ValueError(f"train {stage}: data_rev {data_rev} is not the dataset's ({dataset.metadata['data_rev']})")
     spec = StageSpec(stage=stage, preset=settings.preset, data=Path(dataset.path), out=Path(output.path),
                      steps=settings.steps, seed=settings.seed, data_rev=data_rev, init=init or None,
+                     # the run's MLflow dataset input names where the data came from, not the task's copy
+                     data_repo=dataset.metadata.get("data_repo") or None,
+                     data_path=dataset.metadata.get("data_path") or None,
                      engine=EngineConfig(micro_batch_size=settings.batch_size, learning_rate=settings.learning_rate),
                      parent_run_id=settings.parent_run_id or None, **options)
     nodes = TrainJobSettings(num_nodes=settings.num_nodes, gpus_per_node=settings.gpus_per_node,

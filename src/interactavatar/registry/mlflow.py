@@ -2,7 +2,13 @@
 
 A registered version's artifact is the model directory itself (config.yaml at its root, so KServe's
 storage initializer can download it to /mnt/models as is) plus an `MLmodel` file that makes it a
-pyfunc (`mlflow.pyfunc.load_model("models:/interactavatar@champion")` works too).
+complete pyfunc (`mlflow.pyfunc.load_model("models:/interactavatar@champion")`, `mlflow models
+predict|serve`; registry/pyfunc.py). It is an MLflow 3 logged model: created with the run that
+trained it as its source run (the model directory's `mlflow_run_id`; the registration run for a
+model trained elsewhere or imported), and the version points at it by its source,
+`models:/<model_id>` (MLflow's open-source registry does not store `version.model_id`), and at that
+run by `version.run_id`. The evaluation's metrics are logged on the registration run against the
+logged model, so the model's page shows them.
 
 The gate (registry/gate.py) compares like with like: the metrics file must hold the new version
 and the current champion scored in one evaluation (`evaluate --baseline models:/NAME/VERSION`), or,
@@ -120,21 +126,50 @@ def _reconcile(client, name: str) -> str | None:
             return str(chain[-1].version) if chain else None
 
 
-def _model_artifact(model_dir: Path, staging: Path) -> Path:
-    """The model directory plus an MLmodel file that makes it loadable as a pyfunc."""
-    from mlflow.models import Model
-    from mlflow.pyfunc import add_to_model
-
-    from interactavatar.registry.pyfunc import signature
+def _model_artifact(model_dir: Path, staging: Path, model_id: str, run_id: str) -> Path:
+    """The model directory plus what makes it a complete pyfunc (registry/pyfunc.py)."""
+    from interactavatar.registry.pyfunc import write_mlmodel
 
     artifact = staging / "model"
     # Not the training stage's own files: its checkpoints, run id, and a warm start's init download.
     shutil.copytree(model_dir, artifact, ignore=shutil.ignore_patterns("checkpoints", "mlflow_run_id", "init",
                                                                        "init.json"))
-    mlmodel = Model(signature=signature())
-    add_to_model(mlmodel, loader_module="interactavatar.registry.pyfunc", data=".")
-    mlmodel.save(str(artifact / "MLmodel"))
+    write_mlmodel(artifact, model_id, run_id)
     return artifact
+
+
+@contextlib.contextmanager
+def _process_tracking_uri(uri: str):
+    """Point MLflow's process-wide tracking URI at `uri` for the block, leaving the environment
+    alone. A SQL registry resolves a `models:/<model_id>` source with a client on that URI, not on
+    the store it writes to; `mlflow.set_tracking_uri` would also rewrite MLFLOW_TRACKING_URI for
+    every later child process (io/mlflow_store.py)."""
+    import mlflow.tracking._tracking_service.utils as tracking_state
+
+    previous = tracking_state._tracking_uri
+    tracking_state._tracking_uri = uri
+    try:
+        yield
+    finally:
+        tracking_state._tracking_uri = previous
+
+
+def _training_run(client, model_dir: Path) -> str | None:
+    """The run that trained the model (its directory's `mlflow_run_id`) when this store holds it;
+    None for a model with no such record, or trained against another store."""
+    from mlflow.exceptions import MlflowException
+
+    path = model_dir / "mlflow_run_id"
+    if not path.is_file():
+        return None
+    run_id = path.read_text().strip()
+    try:
+        client.get_run(run_id)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return run_id
 
 
 def lineage_tags(model_dir: str | Path, data_rev: str, pipeline_run_id: str, tracking_uri: str | None = None
@@ -237,8 +272,9 @@ def register(model_dir: str | Path, metrics_file: str | Path, name: str = MODEL_
 
 def _register(model_dir: Path, metrics_file: Path, name: str, tags: dict[str, str], tracking_uri: str | None
               ) -> Registration:
-    from mlflow.entities import Metric
+    from mlflow.entities import LoggedModelInput, LoggedModelOutput, Metric
     from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
     if not (model_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{model_dir}: not a model directory (config.yaml missing)")
@@ -259,16 +295,30 @@ def _register(model_dir: Path, metrics_file: Path, name: str, tags: dict[str, st
     baseline_version = champion or ""
     tags.update({f"{LINEAGE_TAG}{k}": v for k, v in asdict(read_lineage(model_dir)).items()})
     run = client.create_run(experiment_id(client, EXPERIMENT), run_name="register", tags=tags)
+    source_run_id = _training_run(client, model_dir) or run.info.run_id
     now_ms = int(time.time() * 1000)
     gate_metrics = {f"gate_{metric}_{bound}": interval[bound] for metric, interval in decision.intervals.items()
                     for bound in ("mean", "low", "high") if interval[bound] is not None}
+    logged = None
     try:
-        client.log_batch(run.info.run_id, metrics=[Metric(k, v, now_ms, 0) for k, v in {**flat, **gate_metrics}.items()])
+        logged = client.create_logged_model(run.info.experiment_id, name=name, source_run_id=source_run_id,
+                                            tags=tags)
+        client.log_batch(run.info.run_id, metrics=[Metric(k, v, now_ms, 0, model_id=logged.model_id)
+                                                   for k, v in {**flat, **gate_metrics}.items()])
         with tempfile.TemporaryDirectory() as staging:
-            client.log_artifacts(run.info.run_id, str(_model_artifact(model_dir, Path(staging))), artifact_path="model")
+            artifact = _model_artifact(model_dir, Path(staging), logged.model_id, source_run_id)
+            client.log_model_artifacts(logged.model_id, str(artifact))
+        # The training run made the model (its output); a registration run that is not its source
+        # run took it in to judge it.
+        client.log_outputs(source_run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        if source_run_id != run.info.run_id:
+            client.log_inputs(run.info.run_id, models=[LoggedModelInput(logged.model_id)])
     except BaseException:
+        if logged is not None:
+            client.finalize_logged_model(logged.model_id, "FAILED")
         client.set_terminated(run.info.run_id, "FAILED")
         raise
+    client.finalize_logged_model(logged.model_id, "READY")
     client.set_terminated(run.info.run_id)
     version_tags = {**tags, **{f"{METRIC_TAG}{k}": str(v) for k, v in flat.items()},
                     **_gate_tags(gate, decision, baseline_version, metrics["eval_set"])}
@@ -277,8 +327,14 @@ def _register(model_dir: Path, metrics_file: Path, name: str, tags: dict[str, st
     except MlflowException as err:
         if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
-    version = str(client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id,
-                                              tags=version_tags).version)
+    # The source `models:/<model_id>` is the link from a version to its logged model that MLflow's own
+    # stores keep (they do not store `model_id`); the artifacts are then found at its location.
+    with _process_tracking_uri(_store_uri(tracking_uri)):
+        version = str(client.create_model_version(name, f"models:/{logged.model_id}", source_run_id,
+                                                  tags=version_tags, model_id=logged.model_id).version)
+    # What mlflow.register_model records on the logged model: its page links to the version.
+    client.set_logged_model_tags(logged.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([{"name": name,
+                                                                                        "version": version}])})
     write_default_policy(client, name)
     now = _reconcile(client, name)
     reason = decision.reason

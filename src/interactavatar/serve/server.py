@@ -27,10 +27,11 @@ import socket
 import kserve
 import kserve.model_server
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING, INFERENCE_CONTENT_LENGTH_HEADER
-from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotLive
+from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotLive, ServerNotReady
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from kserve.protocol.rest.server import RESTServer
+from starlette.responses import JSONResponse
 
 from interactavatar.serve.guard import RequestGuard, TokenFile
 from interactavatar.serve.openapi import install_contract
@@ -136,6 +137,10 @@ class ServingDataPlane(DataPlane):
         )
 
 
+async def _not_ready(_request, exc: ServerNotReady) -> JSONResponse:
+    return JSONResponse(status_code=503, content={"error": str(exc)})
+
+
 class BoundRESTServer(RESTServer):
     """kserve's REST server on a socket bound beforehand. RESTServer.run(sockets) takes one too, but
     runs its own event loop; here the model loads beside the server on ours (`_serve`)."""
@@ -143,6 +148,12 @@ class BoundRESTServer(RESTServer):
     def __init__(self, *args, listener: socket.socket, **kwargs):
         super().__init__(*args, **kwargs)
         self.listener = listener
+
+    def _add_exception_handlers(self, app) -> None:
+        super()._add_exception_handlers(app)
+        # A readiness probe while the model loads is routine: kserve logged each 503 with a
+        # traceback at ERROR, a screenful per probe for the minutes a large model takes to load.
+        app.add_exception_handler(ServerNotReady, _not_ready)
 
     async def start(self) -> None:
         self.create_application()

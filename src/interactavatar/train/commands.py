@@ -72,6 +72,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--zero-stage", type=int, default=2, choices=(0, 1, 2, 3))
         parser.add_argument("--gradient-checkpointing", action="store_true")
         parser.add_argument("--data-rev", help="the data's git/DVC revision (default: git HEAD of --data)")
+        parser.add_argument("--data-repo", help="the DVC repository --data was fetched from, for the run's dataset "
+                                                "input (default: the git checkout holding --data)")
+        parser.add_argument("--data-path", help="the dataset's path in --data-repo")
         parser.add_argument("--parent-run-id", help="MLflow run to nest this stage's run under")
         parser.set_defaults(func=run_train)
 
@@ -85,7 +88,7 @@ def spec_from_args(args: argparse.Namespace) -> StageSpec:
         vae=getattr(args, "vae", None), pim=getattr(args, "pim", None), audio=getattr(args, "audio", None),
         curriculum=Curriculum.parse(getattr(args, "curriculum", "1,1,1")),
         injection=getattr(args, "injection", "residual"), gradient_checkpointing=args.gradient_checkpointing,
-        data_rev=args.data_rev, parent_run_id=args.parent_run_id,
+        data_rev=args.data_rev, data_repo=args.data_repo, data_path=args.data_path, parent_run_id=args.parent_run_id,
         **({} if getattr(args, "motion_steps", None) is None else {"vae_motion_steps": args.motion_steps}),
         vae_kind=getattr(args, "vae_kind", None), vae_video_crop=getattr(args, "video_crop", None),
         init=getattr(args, "init", None),
@@ -117,8 +120,9 @@ def spec_to_argv(spec: StageSpec) -> list[str]:
             argv += [flag, value]
     if spec.gradient_checkpointing:
         argv.append("--gradient-checkpointing")
-    if spec.data_rev:
-        argv += ["--data-rev", spec.data_rev]
+    for flag, value in (("--data-rev", spec.data_rev), ("--data-repo", spec.data_repo), ("--data-path", spec.data_path)):
+        if value:
+            argv += [flag, value]
     if spec.parent_run_id:
         argv += ["--parent-run-id", spec.parent_run_id]
     check_round_trip(spec, argv)

@@ -30,6 +30,8 @@ NOT_COMPARED = {
     "track": "what is logged",
     "parent_run_id": "what is logged",
     "data_rev": "a label of the data, logged",
+    "data_repo": "where the data came from, logged",
+    "data_path": "where the data came from, logged",
     "out": "the folder holding the checkpoint",
     "data": "a path, which differs between pods and retries; the data's hash is logged in MLflow",
     "vae": "a path, as for data",

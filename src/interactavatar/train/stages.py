@@ -29,6 +29,7 @@ from interactavatar.config import VAE_KINDS, preset
 from interactavatar.data.versioning import data_revision, dataset_hash
 from interactavatar.io.files import write_text_atomic
 from interactavatar.io.model_refs import ADAPTER_WEIGHTS, ResolvedModel, pinned_reference, resolve_model
+from interactavatar.io.progress import Progress
 from interactavatar.model import lora
 from interactavatar.model.aligner import MotionToVideoAligner
 from interactavatar.model.bundle import (
@@ -43,6 +44,7 @@ from interactavatar.model.weights import read_model_weights
 from interactavatar.train import engine as ds
 from interactavatar.train.checkpoint import CheckpointManager
 from interactavatar.train.curriculum import Curriculum
+from interactavatar.train.curve import TrainingCurve
 from interactavatar.train.divergence import stop_if_not_finite
 from interactavatar.train.features import FeatureCache, build_cache
 from interactavatar.train.lock import exclusive_out
@@ -55,7 +57,7 @@ from interactavatar.train.objectives import (
 )
 from interactavatar.train.resume import ResumeMismatch, resume_settings
 from interactavatar.train.sampling import BatchLayout, StepRandomness, clip_indices
-from interactavatar.train.tracking import StageRun, peak_memory_mb
+from interactavatar.train.tracking import StageRun, dataset_source, peak_memory_mb
 
 if TYPE_CHECKING:
     from interactavatar.model.wan_vae import WanVAE
@@ -141,6 +143,10 @@ class StageSpec:
     lora_alpha: float | None = None
     parent_run_id: str | None = None
     data_rev: str | None = None
+    # Where the data came from when --data is a copy outside its git checkout (a pipeline task's
+    # fetched dataset): the DVC repository and the dataset's path in it, for the run's dataset input.
+    data_repo: str | None = None
+    data_path: str | None = None
     track: bool = True
 
     def __post_init__(self) -> None:
@@ -476,14 +482,17 @@ def _train(spec: StageSpec, stop_after: int | None) -> Path:
                             "parameters": parameter_counts(objective),
                             **({"lora": dataclasses.asdict(spec.lora_config())} if spec.lora_rank else {})})
             # Hashing reads the whole dataset: only the rank that records it does.
-            lineage = getattr(trained, "lineage", None)
+            lineage, content_hash = getattr(trained, "lineage", None), dataset_hash(spec.data)
             run.set_tags({"data_rev": spec.data_rev or data_revision(spec.data),
-                          "dataset_hash": dataset_hash(spec.data), "stage": spec.stage, "preset": spec.preset,
+                          "dataset_hash": content_hash, "stage": spec.stage, "preset": spec.preset,
                           **({f"lineage.{k}": v for k, v in dataclasses.asdict(lineage).items()} if lineage else {})})
+            run.log_dataset(dataset_source(spec.data, spec.data_rev, spec.data_repo, spec.data_path), content_hash)
         # Building the model, caching features and starting DeepSpeed happen before the run opens.
         run.log_metrics({"setup_s": time.perf_counter() - started}, step=start)
+        curve = TrainingCurve(spec.out, start, enabled=is_main)  # dvc.yaml's training-loss plot
         window_start, window_steps = time.perf_counter(), 0
-        for step in range(start, spec.steps):
+        steps = Progress(f"train {spec.stage}", spec.steps, initial=start, enabled=is_main)
+        for step in steps.over(range(start, spec.steps)):
             sums: dict[str, torch.Tensor] = {}
             for micro in range(layout.accumulation):
                 batch, randomness = _micro_batch(spec, data, layout, step, micro, device)
@@ -503,6 +512,8 @@ def _train(spec: StageSpec, stop_after: int | None) -> Path:
                 metrics.update(lr=engine.get_lr()[0], samples_per_s=window_steps * layout.global_batch / elapsed,
                                **peak_memory_mb())
                 run.log_metrics(metrics, step=done)
+                curve.append(done, metrics)
+                steps.note(loss=metrics["loss"])
                 window_start, window_steps = time.perf_counter(), 0
             if done % spec.checkpoint_every == 0 or done == spec.steps:
                 checkpoints.save(engine, done, {"run_id": run.run_id})

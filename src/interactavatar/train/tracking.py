@@ -1,14 +1,25 @@
 """MLflow tracking for a training stage: one run per stage (nested under a pipeline run when given),
-resumed with the stage, holding the config, the data lineage, per-step metrics and the model."""
+resumed with the stage, holding the config, the data lineage, per-step metrics and the model.
+
+The data a stage trained on is the run's MLflow dataset input, so that MLflow's own views (the run's
+inputs, `mlflow.data.get_source`) answer "which data?" without our tags: its source names the DVC
+repository, revision and path the data came from (a `DVCDatasetSource`; a plain folder when the data
+is under no git checkout), its digest is the dataset's content hash (data/versioning.py).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
+from mlflow.data.dataset_source import DatasetSource
 
 from interactavatar.config import EXPERIMENT
 from interactavatar.io.files import write_bytes_atomic
@@ -23,6 +34,75 @@ def tracking_uri() -> str:
         return uri
     Path("work").mkdir(exist_ok=True)
     return DEFAULT_TRACKING_URI
+
+
+# MLflow stores a dataset digest in 36 characters (its SQL column and REST check): 32 hex digits of
+# our sha256, 128 bits, still tell any two datasets apart; the run's `dataset_hash` tag holds all 64.
+DIGEST_CHARS = 32
+
+
+class DVCDatasetSource(DatasetSource):
+    """Where a dataset lives under DVC: git repository `repo` (a URL or a local path), revision `rev`
+    (the commit it was resolved to) and the dataset's `path` inside it; what `dvc get REPO PATH
+    --rev REV` fetches. `load()` fetches it again, into a new temporary folder."""
+
+    def __init__(self, repo: str, rev: str, path: str):
+        self.repo, self.rev, self.path = repo, rev, path
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "dvc"
+
+    def load(self) -> str:
+        from interactavatar.data.versioning import fetch_dataset
+
+        destination = Path(tempfile.mkdtemp(prefix="dvc-dataset-")) / Path(self.path).name
+        fetch_dataset(self.repo, self.rev, self.path, destination)
+        return str(destination)
+
+    @staticmethod
+    def _can_resolve(raw_source: Any) -> bool:
+        return False  # built from its three parts, never guessed from a string
+
+    @classmethod
+    def _resolve(cls, raw_source: Any) -> DVCDatasetSource:
+        raise NotImplementedError("a DVCDatasetSource is built from its repo, rev and path")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"repo": self.repo, "rev": self.rev, "path": self.path}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict[Any, Any]) -> DVCDatasetSource:
+        return cls(source_dict["repo"], source_dict["rev"], source_dict["path"])
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    """`git -C folder ARGS`'s output, or None where git fails (no checkout, no such remote)."""
+    try:
+        result = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def dataset_source(data: Path, data_rev: str | None, data_repo: str | None = None,
+                   data_path: str | None = None) -> DatasetSource:
+    """Where the dataset in folder `data` came from. Given `data_repo` (the pipeline fetched it from
+    there): that repository, `data_path` in it, at `data_rev`. Else the git checkout holding `data`
+    (its `origin` remote where it has one, so that the source means something off this machine),
+    at `data_rev` or the checkout's HEAD. A folder under no checkout is its own source."""
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+
+    if data_repo:
+        return DVCDatasetSource(data_repo, data_rev or "HEAD", data_path or ".")
+    folder = Path(data).resolve()
+    top = _git(folder, "rev-parse", "--show-toplevel")
+    if top is None:
+        # MLflow's "local" source by its type: resolving the bare path finds two such classes and warns.
+        return get_dataset_source_from_json(json.dumps({"uri": str(folder)}), source_type="local")
+    return DVCDatasetSource(_git(folder, "remote", "get-url", "origin") or top,
+                            data_rev or _git(folder, "rev-parse", "HEAD") or "HEAD",
+                            folder.relative_to(Path(top).resolve()).as_posix())
 
 
 def flatten(prefix: str, value, out: dict) -> dict:
@@ -119,6 +199,19 @@ class StageRun:
             import mlflow
 
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_dataset(self, source: DatasetSource, content_hash: str) -> None:
+        """Record the training data as the run's dataset input ("training" context). Its name holds
+        the revision: MLflow keeps one record per name and digest in an experiment, so the same bytes
+        at another revision would otherwise show the first revision's source. Logged again on a
+        resume, it stays one input."""
+        if self.run is None:
+            return
+        import mlflow
+        from mlflow.data.meta_dataset import MetaDataset
+
+        name = f"{source.path}@{source.rev}" if isinstance(source, DVCDatasetSource) else source.uri
+        mlflow.log_input(MetaDataset(source, name=name, digest=content_hash[:DIGEST_CHARS]), context="training")
 
     def log_model_directory(self, directory: Path, entries: list[str]) -> None:
         """Log the model directory's own entries (not the checkpoints beside them) under `model/`."""
