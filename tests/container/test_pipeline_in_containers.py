@@ -5,14 +5,13 @@ as the image's user, as in the cluster. Nothing is mocked."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import mlflow
 import pytest
 import yaml
-from helpers.datasets import DVC, git, make_data_repo
+from helpers.datasets import make_data_repo_on_s3
 
 from interactavatar.cluster.names import IMAGE_UID
 
@@ -31,12 +30,7 @@ def cli(*args, env, timeout=300):
 
 def test_the_pipeline_runs_with_every_task_in_the_image(docker_host, local_stack, tmp_path):
     env = {**os.environ, **local_stack, "DOCKER_HOST": docker_host, "DVC_NO_ANALYTICS": "1"}
-    repo = make_data_repo(tmp_path, num_clips=6)
-    subprocess.run([DVC, "remote", "add", "-d", "minio", "s3://dvc/containers-test"], cwd=repo, check=True, env=env)
-    git(repo, "commit", "-qam", "remote")
-    subprocess.run([DVC, "push", "-q"], cwd=repo, check=True, env=env)
-    shutil.rmtree(repo / ".dvc" / "cache")  # the tasks must fetch the data from S3
-    revision = git(repo, "rev-parse", "HEAD")
+    repo, revision = make_data_repo_on_s3(tmp_path, "s3://dvc/containers-test", env)  # tasks fetch from S3
     # A gate a two-step model can pass, set as an admin does (see test_local_run.py).
     policy = cli("registry", "policy", "set", "--name", MODEL_NAME, "--gate", "grounding_iou:max:-1", "--allow-worse",
                  "--reason", "container smoke test: a two-step model", env=env)

@@ -25,6 +25,8 @@ import websocket
 
 from interactavatar.train.engine import free_port
 
+from .processes import stop
+
 REQUIRE_ENV = "INTERACTAVATAR_REQUIRE_BROWSER"
 MISSING = "no `chromium` on PATH: apt-get install -y chromium"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -142,10 +144,5 @@ class Chromium:
     def close(self) -> None:
         if getattr(self, "_socket", None) is not None:
             self._socket.close()
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process)
         self._log.close()

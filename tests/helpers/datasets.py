@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,3 +31,14 @@ def make_data_repo(root: Path, num_clips: int = 10) -> Path:
     repo = root / "data-repo"
     make_versioned_dataset(repo, num_clips=num_clips, seed=5, spec=TINY)
     return repo
+
+
+def make_data_repo_on_s3(root: Path, remote: str, env: dict[str, str], num_clips: int = 6) -> tuple[Path, str]:
+    """make_data_repo's repository with its DVC remote `remote` (s3://..., the server in `env`), the
+    data pushed there and the local DVC cache dropped, so a run must fetch it; (repo, revision)."""
+    repo = make_data_repo(root, num_clips=num_clips)
+    subprocess.run([DVC, "remote", "add", "-d", "minio", remote], cwd=repo, check=True, env=env)
+    git(repo, "commit", "-qam", "remote")
+    subprocess.run([DVC, "push", "-q"], cwd=repo, check=True, env=env)
+    shutil.rmtree(repo / ".dvc" / "cache")
+    return repo, git(repo, "rev-parse", "HEAD")

@@ -16,6 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from interactavatar.train.engine import free_port
 
+from .processes import stop
+
 
 class RunningServer:
     """`interactavatar serve --model MODEL_REF ARGS...` on 127.0.0.1, its output in `log_path`;
@@ -89,12 +91,7 @@ class RunningServer:
         return connection
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process)
         self._log.close()
 
 

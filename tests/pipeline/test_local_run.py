@@ -3,14 +3,13 @@ an S3 server on loopback, an MLflow server with artifacts on that S3, DeepSpeed 
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import mlflow
 import pytest
 import yaml
-from helpers.datasets import DVC, git, make_data_repo
+from helpers.datasets import git, make_data_repo_on_s3
 
 pytestmark = pytest.mark.integration
 
@@ -38,12 +37,7 @@ def _run_pipeline(repo, work, env, *params):
 
 def test_pipeline_runs_locally_from_versioned_data_to_a_deployable_champion(tmp_path, local_stack):
     env = {**os.environ, **local_stack, "DVC_NO_ANALYTICS": "1"}
-    repo = make_data_repo(tmp_path, num_clips=6)
-    subprocess.run([DVC, "remote", "add", "-d", "minio", "s3://dvc/pipeline-test"], cwd=repo, check=True, env=env)
-    git(repo, "commit", "-qam", "remote")
-    subprocess.run([DVC, "push", "-q"], cwd=repo, check=True, env=env)
-    shutil.rmtree(repo / ".dvc" / "cache")  # the run must fetch the data from S3
-    revision = git(repo, "rev-parse", "HEAD")
+    repo, revision = make_data_repo_on_s3(tmp_path, "s3://dvc/pipeline-test", env)  # the run fetches from S3
     # A gate that a model trained for two steps can pass: at most 1 worse in box IoU than the floor.
     _set_policy(env, "--gate", "grounding_iou:max:-1", "--allow-worse", "--reason", "smoke test: a two-step model")
 
