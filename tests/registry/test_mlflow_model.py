@@ -191,6 +191,8 @@ def test_the_training_run_logs_its_dataset_and_the_version_is_the_logged_model_i
                                                                            "path": DATA_PATH}
     assert dataset.name == f"{DATA_PATH}@{commit}" and dataset.digest == dataset_hash(data)[:DIGEST_CHARS]
     assert {tag.key: tag.value for tag in dataset_input.tags}["mlflow.data.context"] == "training"
+    # Any process finds the source again by its type (the package's mlflow.dataset_source entry point).
+    assert mlflow.data.get_source(dataset_input).to_dict() == json.loads(dataset.source)
 
     registration = register(out, write_metrics(tmp_path / "m.json", clips(0.3), clips(0.0)), tracking_uri=store)
     version = client.get_model_version("interactavatar", registration.version)
