@@ -25,8 +25,8 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/interactavatar demo --out $(OUT)
 
-# Everything but the container tests, which build the image first (8 to 13 minutes cold on 2
-# cores): they are `make test-containers`, and .ci/run runs both.
+# Everything but the container tests, which build the image first (5.5 minutes cold on 2 idle
+# cores, 9 in all): they are `make test-containers`, and .ci/run runs both.
 test: $(STAMP)
 	$(PY) -m pytest -m "not container"
 
