@@ -66,7 +66,7 @@ EXAMPLES = {
     "demo": "interactavatar demo --out demo_out",
     "demo retrain": "interactavatar demo retrain --out demo_out",
     "serve": "interactavatar serve --model models:/interactavatar@champion --port 8080",
-    "serve manifest": "interactavatar serve manifest --storage-uri s3://models/interactavatar/3 --gpu 0",
+    "serve manifest": "interactavatar serve manifest --gpu 0",  # no storage URI: the deploy step sets it
 }
 
 
