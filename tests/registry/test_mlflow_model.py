@@ -173,6 +173,18 @@ def test_a_dataset_s_source_names_its_dvc_repository_revision_and_path(tmp_path)
     assert dataset_source(tmp_path / "loose", None).to_dict() == {"uri": str(tmp_path / "loose")}
 
 
+
+def test_any_process_finds_the_dvc_source_and_none_warns_on_stderr():
+    """MLflow loads the package's entry point while `mlflow.data` is first imported: a process that
+    never names our package finds the source type, and one that starts from our code (the CLI, as
+    `interactavatar serve` does) does not make MLflow warn about a half-imported module."""
+    source = json.dumps({"repo": "r", "rev": "c", "path": "data"})
+    find = ("from mlflow.data.dataset_source_registry import get_dataset_source_from_json as get; "
+            f"print(type(get({source!r}, source_type='dvc')).__name__)")
+    for program in (find, f"import interactavatar.cli; {find}", f"import interactavatar.train.tracking; {find}"):
+        result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+        assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "DVCDatasetSource", ""), program
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_the_training_run_logs_its_dataset_and_the_version_is_the_logged_model_it_made(model_dir, tmp_path, store):

@@ -14,15 +14,14 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from mlflow.data.dataset_source import DatasetSource
 
 from interactavatar.config import EXPERIMENT
 from interactavatar.io.files import write_bytes_atomic
+from interactavatar.train.dvc_source import DVCDatasetSource
 
 DEFAULT_TRACKING_URI = "sqlite:///work/mlflow.db"
 
@@ -39,41 +38,6 @@ def tracking_uri() -> str:
 # MLflow stores a dataset digest in 36 characters (its SQL column and REST check): 32 hex digits of
 # our sha256, 128 bits, still tell any two datasets apart; the run's `dataset_hash` tag holds all 64.
 DIGEST_CHARS = 32
-
-
-class DVCDatasetSource(DatasetSource):
-    """Where a dataset lives under DVC: git repository `repo` (a URL or a local path), revision `rev`
-    (the commit it was resolved to) and the dataset's `path` inside it; what `dvc get REPO PATH
-    --rev REV` fetches. `load()` fetches it again, into a new temporary folder."""
-
-    def __init__(self, repo: str, rev: str, path: str):
-        self.repo, self.rev, self.path = repo, rev, path
-
-    @staticmethod
-    def _get_source_type() -> str:
-        return "dvc"
-
-    def load(self) -> str:
-        from interactavatar.data.versioning import fetch_dataset
-
-        destination = Path(tempfile.mkdtemp(prefix="dvc-dataset-")) / Path(self.path).name
-        fetch_dataset(self.repo, self.rev, self.path, destination)
-        return str(destination)
-
-    @staticmethod
-    def _can_resolve(raw_source: Any) -> bool:
-        return False  # built from its three parts, never guessed from a string
-
-    @classmethod
-    def _resolve(cls, raw_source: Any) -> DVCDatasetSource:
-        raise NotImplementedError("a DVCDatasetSource is built from its repo, rev and path")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"repo": self.repo, "rev": self.rev, "path": self.path}
-
-    @classmethod
-    def from_dict(cls, source_dict: dict[Any, Any]) -> DVCDatasetSource:
-        return cls(source_dict["repo"], source_dict["rev"], source_dict["path"])
 
 
 def _git(folder: Path, *args: str) -> str | None:
