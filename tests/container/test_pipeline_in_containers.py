@@ -58,3 +58,7 @@ def test_the_pipeline_runs_with_every_task_in_the_image(docker_host, local_stack
     assert len(manifests) == 1
     isvc = yaml.safe_load(manifests[0].read_text())
     assert isvc["spec"]["predictor"]["model"]["storageUri"].startswith("s3://mlflow/")
+    # The validation's GX project artifact: its stored result and GX's Data Docs.
+    (project,) = (tmp_path / "work" / "kfp").glob("*/validate-data/gx_project")
+    assert len(list((project / "gx" / "uncommitted" / "validations").rglob("*.json"))) == 1
+    assert (project / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()

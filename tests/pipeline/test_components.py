@@ -1,6 +1,8 @@
 """Components called as plain Python functions, and the compiled pipeline kept in sync."""
 
+import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -204,17 +206,41 @@ def test_every_cached_step_is_keyed_on_the_resolved_data_commit():
 def test_validate_data_fetches_at_a_revision_and_fails_on_bad_data(data_repo, tmp_path):
     from helpers.datasets import git
 
-    revision = validate_data.python_func(
-        data_repo=str(data_repo), data_rev="", data_path="data/synth",
-        dataset=artifact(dsl.Dataset, tmp_path / "dataset"), report=artifact(dsl.HTML, tmp_path / "report.html"),
-        summary=artifact(dsl.Metrics, tmp_path / "summary"))
+    revision = validate_data.python_func(data_repo=str(data_repo), data_rev="", data_path="data/synth",
+                                         **validation_outputs(tmp_path / "ok"))
     assert revision == git(data_repo, "rev-parse", "HEAD")
-    assert (tmp_path / "dataset" / "manifest.jsonl").is_file() and (tmp_path / "report.html").is_file()
+    assert (tmp_path / "ok" / "dataset" / "manifest.jsonl").is_file() and (tmp_path / "ok" / "report").is_file()
     with pytest.raises(FileNotFoundError, match="no dataset at 'data/other'"):
-        validate_data.python_func(
-            data_repo=str(data_repo), data_rev="", data_path="data/other",
-            dataset=artifact(dsl.Dataset, tmp_path / "d2"), report=artifact(dsl.HTML, tmp_path / "r2.html"),
-            summary=artifact(dsl.Metrics, tmp_path / "s2"))
+        validate_data.python_func(data_repo=str(data_repo), data_rev="", data_path="data/other",
+                                  **validation_outputs(tmp_path / "missing"))
+
+
+def validation_outputs(folder):
+    return {"dataset": artifact(dsl.Dataset, folder / "dataset"), "report": artifact(dsl.HTML, folder / "report"),
+            "summary": artifact(dsl.Metrics, folder / "summary"),
+            "gx_project": artifact(dsl.Artifact, folder / "gx_project")}
+
+
+def test_validate_data_keeps_gx_s_stored_result_and_data_docs_of_a_failing_dataset(tmp_path):
+    """The task's GX project artifact holds the suite, the checkpoint, the stored result and the
+    Data Docs, written before a failing dataset fails the task; the report links the Data Docs."""
+    from helpers.datasets import DVC, git, make_data_repo
+
+    repo = make_data_repo(tmp_path, num_clips=3)
+    (repo / "data" / "synth" / "synth5-000001" / "meta.json").write_text("{not json")
+    subprocess.run([DVC, "add", "-q", "data/synth"], cwd=repo, check=True)
+    git(repo, "commit", "-qam", "a broken clip")
+    outputs = validation_outputs(tmp_path / "run")
+    with pytest.raises(ValueError, match="1 validation failure"):
+        validate_data.python_func(data_repo=str(repo), data_rev="", data_path="data/synth", **outputs)
+    project = tmp_path / "run" / "gx_project"
+    metadata = outputs["gx_project"].metadata
+    assert metadata["success"] is False and (project / "gx" / "checkpoints" / "clip_dataset.json").is_file()
+    stored = json.loads((project / metadata["validation_result"]).read_text())
+    assert stored["success"] is False and stored["statistics"]["unsuccessful_expectations"] >= 1
+    docs = project / metadata["data_docs"]
+    assert docs.is_file() and "clip_dataset" in docs.read_text()
+    assert "href='gx_project/gx/uncommitted/data_docs/local_site/index.html'" in (tmp_path / "run" / "report").read_text()
 
 
 def test_deploy_without_a_cluster_writes_the_manifest_only(tmp_path):

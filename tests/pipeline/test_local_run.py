@@ -65,6 +65,10 @@ def test_pipeline_runs_locally_from_versioned_data_to_a_deployable_champion(tmp_
     assert len(manifests) == 1
     isvc = yaml.safe_load(manifests[0].read_text())
     assert isvc["spec"]["predictor"]["model"]["storageUri"].startswith("s3://mlflow/artifacts/")
+    # The validation's GX project artifact: its stored result and GX's Data Docs.
+    (project,) = (tmp_path / "work" / "kfp").glob("*/validate-data/gx_project")
+    assert len(list((project / "gx" / "uncommitted" / "validations").rglob("*.json"))) == 1
+    assert (project / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
 
     # `demo retrain` on that output: a data engineer ingests three new takes and versions them
     # (v2); the scheduled run (data_rev HEAD, init_model=champion) fine-tunes the champion on them,

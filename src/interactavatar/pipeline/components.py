@@ -55,7 +55,7 @@ def placement(gpus: int) -> NamedTuple("Placement", accelerator=str, gpus=int, n
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def validate_data(data_repo: str, data_rev: str, data_path: str, dataset: Output[Dataset],
-                  report: Output[HTML], summary: Output[Metrics]) -> str:
+                  report: Output[HTML], summary: Output[Metrics], gx_project: Output[Artifact]) -> str:
     """Fetch the dataset at a DVC revision and validate it with Great Expectations.
 
     Args:
@@ -63,14 +63,16 @@ def validate_data(data_repo: str, data_rev: str, data_path: str, dataset: Output
         data_rev: git revision of the data (a tag, branch or commit; empty: HEAD).
         data_path: the dataset folder inside the repository (e.g. data/synth).
         dataset: the fetched dataset, passed on to training and evaluation.
-        report: the validation report (HTML).
+        report: the validation report (HTML, offline).
         summary: clip count and failure count.
+        gx_project: the run's file-backed GX project: the suite, the checkpoint, the stored
+            validation result and GX's Data Docs (paths in its metadata).
     Returns:
         The resolved data revision, the lineage tag of everything trained on it.
     """
     from interactavatar.pipeline.steps import validate_task
 
-    return validate_task(data_repo, data_rev, data_path, dataset, report, summary)
+    return validate_task(data_repo, data_rev, data_path, dataset, report, summary, gx_project)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

@@ -134,6 +134,9 @@ def run_demo(args: argparse.Namespace) -> int:
         "data_repo": str(repo), "data_rev": revision,
         "mlflow": f"mlflow ui --backend-store-uri {env['MLFLOW_TRACKING_URI']}",
         **{name: str(out / target) for name, (_, target) in reports.items()},
+        # GX's own pages stay in the run's project artifact: they link its stored result and assets.
+        "gx_data_docs": str(run_root / "validate-data" / "gx_project" / "gx" / "uncommitted" / "data_docs"
+                            / "local_site" / "index.html"),
         "pipeline_artifacts": str(run_root),
         "data_s": round(data_seconds, 1), "pipeline_s": pipeline["wall_s"],
         "wall_s": round(time.perf_counter() - started, 1),

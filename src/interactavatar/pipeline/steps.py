@@ -12,18 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def validate_task(data_repo: str, data_rev: str, data_path: str, dataset, report, summary) -> str:
-    """Fetch the dataset at `data_rev` into `dataset`, validate it, write the report and the summary
-    metrics; returns the resolved revision. A dataset with failures fails the task, each named."""
+def validate_task(data_repo: str, data_rev: str, data_path: str, dataset, report, summary, gx_project) -> str:
+    """Fetch the dataset at `data_rev` into `dataset`, validate it in a file-backed GX project made
+    in `gx_project` (so the run keeps GX's stored result and Data Docs), write the report and the
+    summary metrics; returns the resolved revision. A dataset with failures fails the task, each
+    named, with the result stored first."""
     from interactavatar.data.validation import validate, write_reports
     from interactavatar.data.versioning import fetch_dataset
 
     revision = fetch_dataset(data_repo, data_rev, data_path, dataset.path)
-    result = validate(dataset.path)
+    result = validate(dataset.path, gx_project=gx_project.path)
     write_reports(result, report.path)
     summary.log_metric("clips", result.num_clips)
     summary.log_metric("failures", len(result.failures))
     dataset.metadata.update({"data_rev": revision, "data_repo": data_repo, "data_path": data_path})
+    project = Path(gx_project.path)
+    gx_project.metadata.update({"success": result.success,
+                                "validation_result": result.stored.result.relative_to(project).as_posix(),
+                                "data_docs": result.stored.data_docs_index.relative_to(project).as_posix()})
     if not result.success:
         for failure in result.failures:
             print(f"{failure.path}: {failure.check}: {failure.reason}", file=sys.stderr)
