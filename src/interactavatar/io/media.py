@@ -308,8 +308,8 @@ def _encode_video(output: str | io.BytesIO, frames: np.ndarray, fps: float, audi
             audio_stream = container.add_stream("aac", rate=sample_rate)
             audio_stream.layout = "mono"
         # swscale's default RGB->YUV conversion takes SIMD paths whose rounding is not the reference
-        # one (a CI run once encoded the same frames to two different byte strings); its bit-exact
-        # mode costs ~0.2 ms a 480x832 frame, nothing beside x264.
+        # one, so another CPU could encode the same frames to other bytes; its bit-exact mode costs
+        # ~0.2 ms a 480x832 frame, nothing beside x264.
         exact_yuv = VideoReformatter() if exact else None
         for frame in frames:
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")

@@ -100,6 +100,14 @@ def request_video(data_dir: Path, out: Path, env: dict, seed: int, name: str = "
             "endpoint_latency_s": round(latency, 2)}
 
 
+def _gx_data_docs(task_root: Path) -> Path:
+    """The Data Docs index the validation task recorded in its GX project artifact's metadata (GX's
+    own pages stay in the artifact: they link its stored result and assets)."""
+    outputs = json.loads((task_root / "executor_output.json").read_text())
+    (project,) = outputs["artifacts"]["gx_project"]["artifacts"]
+    return Path(project["uri"]) / project["metadata"]["data_docs"]
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from interactavatar.config import preset
     from interactavatar.data.synth import SynthSpec
@@ -134,9 +142,7 @@ def run_demo(args: argparse.Namespace) -> int:
         "data_repo": str(repo), "data_rev": revision,
         "mlflow": f"mlflow ui --backend-store-uri {env['MLFLOW_TRACKING_URI']}",
         **{name: str(out / target) for name, (_, target) in reports.items()},
-        # GX's own pages stay in the run's project artifact: they link its stored result and assets.
-        "gx_data_docs": str(run_root / "validate-data" / "gx_project" / "gx" / "uncommitted" / "data_docs"
-                            / "local_site" / "index.html"),
+        "gx_data_docs": str(_gx_data_docs(run_root / "validate-data")),
         "pipeline_artifacts": str(run_root),
         "data_s": round(data_seconds, 1), "pipeline_s": pipeline["wall_s"],
         "wall_s": round(time.perf_counter() - started, 1),
