@@ -267,9 +267,9 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndar
     the speech as AAC when `audio` ([S] float at `sample_rate`) is given.
 
     `exact`: the dataset's encoding. Near-lossless (crf 12 unless `crf` says otherwise), one
-    encoder thread, the bitexact flags and swscale's bit-exact RGB->YUV conversion, so identical
-    frames give identical bytes on any machine (DVC sees an unchanged clip as unchanged). Otherwise
-    a quick encode for viewing (crf 18).
+    encoder thread, no macroblock tree, the bitexact flags and swscale's bit-exact RGB->YUV
+    conversion, so identical frames give identical bytes on any machine and in any process (DVC
+    sees an unchanged clip as unchanged). Otherwise a quick encode for viewing (crf 18).
     """
     _refuse_exact_audio(path, exact, audio)
     with atomic_path(path) as tmp:
@@ -298,11 +298,15 @@ def _encode_video(output: str | io.BytesIO, frames: np.ndarray, fps: float, audi
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
+        default_crf, speed = (12, "fast") if exact else (18, "veryfast")
+        x264_options = {"crf": str(default_crf if crf is None else crf), "preset": speed}
         if exact:
             stream.codec_context.thread_count = 1
             stream.codec_context.flags |= av.codec.context.Flags.bitexact
-        default_crf, speed = (12, "fast") if exact else (18, "veryfast")
-        stream.options = {"crf": str(default_crf if crf is None else crf), "preset": speed}
+            # x264's macroblock tree reads memory it never wrote: the same frames encode to other
+            # bytes when the heap holds other leftovers (seen with MALLOC_PERTURB_, and once in CI).
+            x264_options["x264-params"] = "mbtree=0"
+        stream.options = x264_options
         audio_stream = None
         if audio is not None:
             audio_stream = container.add_stream("aac", rate=sample_rate)
