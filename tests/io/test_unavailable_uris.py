@@ -1,9 +1,9 @@
-"""A reference that names nothing: a registry model, version or alias that does not exist, an S3
-server that does not answer. The command line prints one line naming the URI and exits 1, without a
+"""A reference that names nothing: a registry model, version or alias that does not exist, a registry
+or S3 server that does not answer. The command line prints one line naming the URI and exits 1, without a
 traceback; the library raises UnavailableURI naming it.
 
-Real parts: an MLflow SQLite store, S3 clients (minio's and KServe's boto-based storage) pointed at a
-loopback port nothing listens on, and the installed command run as a subprocess.
+Real parts: an MLflow SQLite store, MLflow's client and S3 clients (minio's and KServe's boto-based
+storage) pointed at a loopback port nothing listens on, and the installed command run as a subprocess.
 """
 
 import os
@@ -61,6 +61,14 @@ def test_a_missing_registry_alias_or_version_is_one_line_naming_it(environment):
     line = assert_one_line_error(run_cli(environment, "registry", "resolve", "models:/interactavatar/99"),
                                  "registry resolve", "models:/interactavatar/99")
     assert "(name=interactavatar, version=99) not found" in line
+
+
+def test_a_registry_server_that_does_not_answer_is_one_line_naming_it(environment, closed_port):
+    # MLflow's client alone retries a refused connection for about four minutes.
+    server = f"http://127.0.0.1:{closed_port}"
+    done = run_cli(environment | {"MLFLOW_TRACKING_URI": server}, "registry", "resolve", "models:/interactavatar@champion")
+    line = assert_one_line_error(done, "registry resolve", "models:/interactavatar@champion")
+    assert f"the registry at {server} does not answer (ConnectionError" in line
 
 
 def test_an_s3_server_that_does_not_answer_is_one_line_naming_the_uri(environment, closed_port):

@@ -80,6 +80,7 @@ def test_pipeline_runs_locally_from_versioned_data_to_a_deployable_champion(tmp_
          "--seed", "5", "--harmful-learning-rate", "10", *STEPS],
         env=env, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "demo retrain: 4 stages in" in result.stderr  # no terminal: one summary line, no bar
     printed = "\n" + result.stdout
     summary = json.loads(printed[printed.rindex("\n{\n") + 1:])  # the last top-level object
     head = git(repo, "rev-parse", "HEAD")

@@ -17,8 +17,9 @@ scratch, imported from the public release, or fine-tuned from another model (its
 for a registry model, its version). The registry copies it into each version's tags, and
 `interactavatar registry lineage` follows the parents back to scratch or the release.
 
-A reference that names nothing (no such registered model, version or alias; an S3 server that does
-not answer) raises `UnavailableURI` naming it, which the command line prints as one line.
+A reference that names nothing (no such registered model, version or alias; a registry or S3
+server that does not answer) raises `UnavailableURI` naming it, which the command line prints as
+one line, within seconds.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ ADAPTER_WEIGHTS = "adapter.safetensors"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", ADAPTER_WEIGHTS)
 # Where registry versions fetched as a LoRA version's base are kept (default ~/.cache/interactavatar/models).
 MODEL_CACHE_ENV = "INTERACTAVATAR_MODEL_CACHE"
+# How long a registry server has to answer at all before a reference to it is refused.
+REGISTRY_PROBE_TIMEOUT_S = 10
 PINNED = re.compile(r"models:/(?P<name>[^/@]+)/(?P<version>\d+)")
 
 
@@ -189,6 +192,8 @@ def registry_version(ref: str, client=None) -> tuple[str, str]:
     from mlflow.exceptions import MlflowException
 
     reference = ref.removeprefix("models:/")
+    if client is None:
+        registry_answers(ref)
     registry = client or MlflowClient()
     # Only the environment's registry is named: a client passed in keeps its URI to itself.
     where = "" if client else _registry_named()
@@ -209,6 +214,25 @@ def registry_version(ref: str, client=None) -> tuple[str, str]:
     except MlflowException as err:
         raise UnavailableURI(ref, f"cannot be fetched from the registry{where}: {err.message}") from err
     return name, version
+
+
+def registry_answers(ref: str, registry_uri: str | None = None) -> None:
+    """UnavailableURI naming `ref` within seconds when the registry (default: the environment's)
+    is an MLflow server that does not answer at all (connection refused, no such host, silence).
+    MLflow's own client retries for about four minutes (7 retries with backoff), meant for a
+    rate-limited server, not for a wrong URI or a server that is down. Resolving a reference
+    starts a command or a task, so failing here loses nothing."""
+    import mlflow
+    import requests
+
+    uri = registry_uri or mlflow.get_registry_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=REGISTRY_PROBE_TIMEOUT_S)
+    except requests.RequestException as err:
+        raise UnavailableURI(ref, f"the registry at {uri} does not answer ({type(err).__name__} "
+                                  f"within {REGISTRY_PROBE_TIMEOUT_S} s)") from err
 
 
 def _registry_named() -> str:

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from interactavatar.config import MODEL_NAME
+from interactavatar.io.progress import Progress
 
 # 50x the demo's rate: Adam then moves every weight by about 0.05 a step, and 150 steps wreck what
 # the stages learned.
@@ -109,32 +110,35 @@ def run_retrain(args: argparse.Namespace) -> int:
     spec = SynthSpec.from_config(preset(params["preset"]))
     repo, work = out / "data-repo", out / "retrain"
     summary: dict = {}
+    # Steps 1-4 on the bar; the pipeline's own tasks report their steps and clips beneath it.
+    progress = Progress("demo retrain", 4, unit="stage")
 
-    # 1. Champion v1: the demo's, or made now.
-    if champion_version() is None:
-        revision = make_versioned_dataset(repo, args.num_clips, args.seed, spec, remote=out / "dvc-remote",
-                                          message=f"demo data: {args.num_clips} synthetic clips")
-        summary["scratch"] = run_and_register({"data_repo": str(repo), "data_rev": revision, **params},
-                                              work / "scratch")
-    first = champion_version()
-    if first is None:
-        raise RuntimeError(f"{out}: no champion after the run from scratch: {summary['scratch']['reason']}")
-    summary["v1"] = {"version": first, **request_video(repo / "data" / "synth", out, env, args.seed, "retrain_v1")}
+    with progress.stage("champion v1"):
+        if champion_version() is None:  # no demo in --out: made now
+            revision = make_versioned_dataset(repo, args.num_clips, args.seed, spec, remote=out / "dvc-remote",
+                                              message=f"demo data: {args.num_clips} synthetic clips")
+            summary["scratch"] = run_and_register({"data_repo": str(repo), "data_rev": revision, **params},
+                                                  work / "scratch")
+        first = champion_version()
+        if first is None:
+            raise RuntimeError(f"{out}: no champion after the run from scratch: {summary['scratch']['reason']}")
+        summary["v1"] = {"version": first,
+                         **request_video(repo / "data" / "synth", out, env, args.seed, "retrain_v1")}
 
-    # 2. New data, versioned by the data engineer.
-    summary["data_rev_v2"] = add_batch(repo, args.new_clips, args.seed + 1, spec, work / "batch", env)
+    with progress.stage("new takes, ingested and versioned"):
+        summary["data_rev_v2"] = add_batch(repo, args.new_clips, args.seed + 1, spec, work / "batch", env)
 
-    # 3. The scheduled run: warm start from the champion on HEAD.
-    scheduled = {"data_repo": str(repo), "data_rev": "", **params, "init_model": "champion"}
-    summary["retrained"] = run_and_register(scheduled, work / "scheduled")
-    champion = champion_version()
+    with progress.stage("the scheduled run: warm start from the champion on HEAD"):
+        scheduled = {"data_repo": str(repo), "data_rev": "", **params, "init_model": "champion"}
+        summary["retrained"] = run_and_register(scheduled, work / "scheduled")
+        champion = champion_version()
 
-    # 4. A harmful run, which the gate must refuse.
-    summary["harmful"] = {"learning_rate": args.harmful_learning_rate, **run_and_register(
-        {**scheduled, "learning_rate": args.harmful_learning_rate}, work / "harmful")}
-    kept = champion_version() == champion and not summary["harmful"]["promoted"]
-    summary["champion"] = {"version": champion_version(), "kept_after_harmful_run": kept,
-                           **request_video(repo / "data" / "synth", out, env, args.seed, "retrain_champion")}
+    with progress.stage("a harmful run, which the gate must refuse"):
+        summary["harmful"] = {"learning_rate": args.harmful_learning_rate, **run_and_register(
+            {**scheduled, "learning_rate": args.harmful_learning_rate}, work / "harmful")}
+        kept = champion_version() == champion and not summary["harmful"]["promoted"]
+        summary["champion"] = {"version": champion_version(), "kept_after_harmful_run": kept,
+                               **request_video(repo / "data" / "synth", out, env, args.seed, "retrain_champion")}
 
     # 5. Lineage of the retrained version.
     summary["lineage"] = lineage(summary["retrained"]["version"])

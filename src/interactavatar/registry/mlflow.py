@@ -41,7 +41,7 @@ from pathlib import Path
 
 from interactavatar.config import EXPERIMENT, MODEL_NAME
 from interactavatar.io.mlflow_store import exclusive_store, experiment_id, set_with_retries
-from interactavatar.io.model_refs import read_lineage, registry_name, registry_version
+from interactavatar.io.model_refs import read_lineage, registry_answers, registry_name, registry_version
 from interactavatar.registry.gate import Decision, Gate
 from interactavatar.registry.policy import policy_tags, read_policy, set_policy, write_default_policy
 
@@ -404,9 +404,10 @@ def resolve(uri: str, tracking_uri: str | None = None, artifacts_destination: st
     `artifacts_destination` (default: MLFLOW_ARTIFACTS_DESTINATION, the server's
     --artifacts-destination).
     """
-    client = _client(tracking_uri)
     if not uri.startswith("models:/"):
         raise ValueError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    registry_answers(uri, _store_uri(tracking_uri))
+    client = _client(tracking_uri)
     name, version = registry_version(uri, client)
     location = client.get_model_version_download_uri(name, version)
     destination = artifacts_destination or os.environ.get("MLFLOW_ARTIFACTS_DESTINATION")
