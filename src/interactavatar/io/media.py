@@ -259,6 +259,9 @@ class VideoInfo:
 
 
 EXACT_CONVERSION = Interpolation.BILINEAR | Interpolation.BITEXACT | Interpolation.ACCURATE_RND
+# x264's macroblock tree reads memory it never wrote: with it on, the same frames encode to other
+# bytes when the heap holds other leftovers (seen with MALLOC_PERTURB_, and once in CI).
+EXACT_X264_OPTIONS = {"x264-params": "mbtree=0"}
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarray | None = None,
@@ -303,9 +306,7 @@ def _encode_video(output: str | io.BytesIO, frames: np.ndarray, fps: float, audi
         if exact:
             stream.codec_context.thread_count = 1
             stream.codec_context.flags |= av.codec.context.Flags.bitexact
-            # x264's macroblock tree reads memory it never wrote: the same frames encode to other
-            # bytes when the heap holds other leftovers (seen with MALLOC_PERTURB_, and once in CI).
-            x264_options["x264-params"] = "mbtree=0"
+            x264_options |= EXACT_X264_OPTIONS
         stream.options = x264_options
         audio_stream = None
         if audio is not None:

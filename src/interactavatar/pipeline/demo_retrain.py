@@ -136,8 +136,9 @@ def run_retrain(args: argparse.Namespace) -> int:
     with progress.stage("a harmful run, which the gate must refuse"):
         summary["harmful"] = {"learning_rate": args.harmful_learning_rate, **run_and_register(
             {**scheduled, "learning_rate": args.harmful_learning_rate}, work / "harmful")}
-        kept = champion_version() == champion and not summary["harmful"]["promoted"]
-        summary["champion"] = {"version": champion_version(), "kept_after_harmful_run": kept,
+        holder = champion_version()
+        kept = holder == champion and not summary["harmful"]["promoted"]
+        summary["champion"] = {"version": holder, "kept_after_harmful_run": kept,
                                **request_video(repo / "data" / "synth", out, env, args.seed, "retrain_champion")}
 
     # 5. Lineage of the retrained version.
